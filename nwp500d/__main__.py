@@ -1,0 +1,5 @@
+import sys
+
+from nwp500d.cli import main
+
+sys.exit(main())

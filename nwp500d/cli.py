@@ -1,0 +1,181 @@
+"""``nwp500d`` command line: one subcommand per job, each with ``--help``; errors are one line and a sysexits code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nwp500d import __version__, exitcodes
+from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, render_config
+from nwp500d.diagnostics import MqttDiagnosticsCollector
+from nwp500d.redact import REDACTED, Redactor
+from nwp500d.secrets import load_password
+from nwp500d.state import EVENTS_DIR, open_history
+
+PROG = "nwp500d"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="PATH",
+        help=f"configuration file (default: {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Keep one NaviLink MQTT session open, record every drop and explain why it happened.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the monitoring daemon (what the systemd unit starts)")
+    _add_config(run)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it, secrets redacted")
+    _add_config(check)
+
+    report = commands.add_parser("report", help="summarise the drops recorded in the state directory")
+    _add_config(report)
+    report.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="state directory (default: from the config, $STATE_DIRECTORY, /var/lib/nwp500)")
+    report.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+
+    analyze = commands.add_parser("analyze", help="explain the drops in an exported diagnostics file (not yet available)")
+    analyze.add_argument("export", type=Path, metavar="EXPORT.json")
+
+    commands.add_parser("demo", help="run the daemon against a local NaviLink simulator (not yet available)")
+    commands.add_parser("probe", help="one-shot network check of the configured endpoint (not yet available)")
+    return parser
+
+
+def _config(path: Path | None, *, required: bool) -> Config:
+    """Load the configuration. Without --config a missing default file means defaults, unless ``required``."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists() and not required:
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(str(exc), exitcodes.CONFIG) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args.config, required=True)
+    try:
+        password = load_password(config)
+    except ConfigError as exc:
+        raise CliError(str(exc), exitcodes.CONFIG) from None
+    shown = render_config(config, redact=True)
+    print(f"# {args.config or DEFAULT_CONFIG_PATH}: valid")
+    print(f"# state directory: {config.state_directory()}")
+    if password is None:
+        print("# password: not found here ($CREDENTIALS_DIRECTORY/navien-password, $NAVIEN_PASSWORD or "
+              "account.password_file); the service needs one")
+    else:
+        print(f"# password: {REDACTED} (from {password.source})")
+    print(shown, end="")
+    return exitcodes.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _config(args.config, required=args.config is not None)
+    state_dir: Path = args.state_dir or config.state_directory()
+    if not (state_dir / EVENTS_DIR).is_dir():
+        raise CliError(
+            f"{state_dir}: no event log here (expected {state_dir / EVENTS_DIR}/); "
+            "is the daemon installed, or pass --state-dir DIR",
+            exitcodes.NOINPUT,
+        )
+    collector = MqttDiagnosticsCollector(
+        max_events_retained=config.exports.max_events_retained,
+        redactor=Redactor(redact_macs=config.exports.redact_mac_addresses),
+    )
+    history = open_history(state_dir, config, collector, persist=False)
+    if args.format == "json":
+        print(collector.export_json())
+        return exitcodes.OK
+    print(f"state directory: {state_dir} ({len(history.loaded.records)} records "
+          f"in {history.loaded.files} files, {len(history.loaded.skipped)} skipped)")
+    print(f"last state: {_last_state(history.loaded.records)}")
+    print(collector.summary_text())
+    return exitcodes.OK
+
+
+def _last_state(records: Sequence[dict[str, Any]]) -> str:
+    for record in reversed(records):
+        kind = record.get("kind")
+        if kind == "connection":
+            return f"connected since {record.get('timestamp')} ({record.get('event_type')})"
+        if kind == "drop":
+            return f"dropped at {record.get('timestamp')} ({record.get('error_name') or 'unknown error'})"
+        if kind == "disconnect":
+            return f"stopped cleanly at {record.get('timestamp')}"
+    return "no sessions recorded yet"
+
+
+def _not_yet(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(_args: argparse.Namespace) -> int:
+        raise CliError(f"{what} is not yet available in nwp500d {__version__} (it arrives with {issue})",
+                       exitcodes.UNAVAILABLE)
+    return handler
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args.config, required=True)
+    try:
+        password = load_password(config)
+    except ConfigError as exc:
+        raise CliError(str(exc), exitcodes.CONFIG) from None
+    if not config.account.email:
+        raise CliError(f"{args.config or DEFAULT_CONFIG_PATH}: account.email: not set; expected the NaviLink "
+                       "sign-in e-mail", exitcodes.CONFIG)
+    if password is None:
+        raise CliError("no NaviLink password: set LoadCredential=navien-password:..., $NAVIEN_PASSWORD or "
+                       "account.password_file", exitcodes.CONFIG)
+    return _not_yet("the MQTT session (nwp500d run)", "the hardened-session issue #3")(args)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "report": cmd_report,
+    "analyze": _not_yet("nwp500d analyze", "the journal-correlation and root-cause issues #5 and #6"),
+    "demo": _not_yet("nwp500d demo", "the NaviLink simulator, issue #3"),
+    "probe": _not_yet("nwp500d probe", "the network-diagnostics issue #7"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("NWP500D_LOG_LEVEL", "WARNING").upper(),
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage line
+        return exitcodes.USAGE if exc.code not in (0, None) else exitcodes.OK
+    try:
+        return HANDLERS[args.command](args)
+    except CliError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return exitcodes.OK

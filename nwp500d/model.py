@@ -1,0 +1,158 @@
+"""Records the daemon keeps: the seed guide's dataclasses, with nwp500d's extension fields.
+
+Field names and ``to_dict`` keys of the guide's three classes are a public contract (exports are read by the guide's
+own analysis snippet and by Home Assistant diagnostics); extensions are only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Self
+
+SUCCESS_EVENT_TYPES = ("connected", "resumed", "rebuilt", "deep_reconnected")
+"""Every way a session can come up: first connect, CRT resume, supervisor rebuild, rebuild after a full sign-in."""
+
+ATTEMPT_BUCKETS = ("1", "2-5", "6-10", "11+")
+
+
+def attempt_bucket(attempts: int) -> str:
+    if attempts <= 1:
+        return "1"
+    if attempts <= 5:
+        return "2-5"
+    if attempts <= 10:
+        return "6-10"
+    return "11+"
+
+
+class RecordError(ValueError):
+    """A stored or imported record does not have the shape this version understands."""
+
+
+def _build(cls: type[Any], data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    kwargs = {key: value for key, value in data.items() if key in known}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise RecordError(f"{where}: {exc}") from None
+
+
+def _number(value: Any, where: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError(f"{where}: {key} must be a number or null, got {value!r:.60}")
+    return float(value)
+
+
+_DROP_COUNTERS = (
+    "reconnect_attempt",
+    "active_subscriptions",
+    "queued_commands",
+    "messages_published_in_session",
+    "messages_received_in_session",
+)
+
+
+@dataclass(slots=True)
+class ConnectionDropEvent:
+    """One lost session. Recorded at once; ``host_events``/``cause`` are filled when its journal window closes."""
+
+    timestamp: str
+    error_name: str | None = None
+    error_message: str | None = None
+    error_code: int | None = None
+    reconnect_attempt: int = 0
+    duration_connected_seconds: float | None = None
+    active_subscriptions: int = 0
+    queued_commands: int = 0
+    # nwp500d extensions (DESIGN.md §5); null until the part of the daemon that knows them exists.
+    drop_id: str | None = None
+    session_id: str | None = None
+    cause: str | None = None
+    subcause: str | None = None
+    correlation: str | None = None
+    host_events: list[dict[str, Any]] | None = None
+    network: dict[str, Any] | None = None
+    messages_published_in_session: int = 0
+    messages_received_in_session: int = 0
+    publish_rate_60s: float = 0.0
+    seconds_since_last_activity: float | None = None
+    credentials_age_seconds: float | None = None
+    suspended_seconds: float | None = None
+    keep_alive_secs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "drop") -> Self:
+        event: Self = _build(cls, data, where)
+        if not isinstance(event.timestamp, str):
+            raise RecordError(f"{where}: timestamp must be an ISO-8601 string")
+        event.duration_connected_seconds = _number(
+            event.duration_connected_seconds, where, "duration_connected_seconds"
+        )
+        for key in _DROP_COUNTERS:
+            value = getattr(event, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RecordError(f"{where}: {key} must be a non-negative integer, got {value!r:.60}")
+        return event
+
+
+@dataclass(slots=True)
+class ConnectionEvent:
+    """One session that came up, by any path (see ``SUCCESS_EVENT_TYPES``)."""
+
+    timestamp: str
+    event_type: str = "connected"
+    session_present: bool = False
+    return_code: int | None = None
+    attempt_number: int = 0
+    time_to_reconnect_seconds: float | None = None
+    session_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "connection") -> Self:
+        event: Self = _build(cls, data, where)
+        if not isinstance(event.timestamp, str):
+            raise RecordError(f"{where}: timestamp must be an ISO-8601 string")
+        event.time_to_reconnect_seconds = _number(
+            event.time_to_reconnect_seconds, where, "time_to_reconnect_seconds"
+        )
+        return event
+
+
+@dataclass(slots=True)
+class MqttMetrics:
+    """Aggregates over the whole recorded history (which spans daemon restarts)."""
+
+    total_connections: int = 0
+    total_disconnects: int = 0
+    total_connection_drops: int = 0
+    total_reconnect_attempts: int = 0
+    longest_session_seconds: float = 0.0
+    shortest_session_seconds: float = math.inf
+    average_session_seconds: float = 0.0
+    current_session_uptime_seconds: float = 0.0
+    connection_drops_by_error: dict[str, int] = field(default_factory=dict)
+    reconnection_attempts_distribution: dict[str, int] = field(default_factory=dict)
+    last_drop_timestamp: str | None = None
+    last_successful_connect_timestamp: str | None = None
+    connection_recovered: int = 0
+    messages_published: int = 0
+    messages_queued: int = 0
+    messages_received: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if math.isinf(self.shortest_session_seconds):
+            data["shortest_session_seconds"] = None
+        return data

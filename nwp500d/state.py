@@ -1,0 +1,79 @@
+"""The state directory: where it is, what lives in it, and how history is brought back after a restart."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from nwp500d.config import Config
+from nwp500d.diagnostics import MqttDiagnosticsCollector
+from nwp500d.model import RecordError
+from nwp500d.store import FILE_MODE, EventStore, LoadResult, SnapshotExporter, atomic_write, ensure_directory
+
+CLIENT_ID_FILE = "client-id"
+EVENTS_DIR = "events"
+EXPORTS_DIR = "exports"
+
+_log = logging.getLogger("nwp500d.state")
+
+
+@dataclass
+class History:
+    collector: MqttDiagnosticsCollector
+    store: EventStore
+    loaded: LoadResult
+
+
+def event_store(state_dir: Path, config: Config) -> EventStore:
+    return EventStore(
+        state_dir / EVENTS_DIR,
+        max_files=config.exports.events_max_files,
+        max_bytes=config.exports.events_max_bytes,
+    )
+
+
+def snapshot_exporter(state_dir: Path, config: Config) -> SnapshotExporter:
+    return SnapshotExporter(state_dir / EXPORTS_DIR, keep=config.exports.keep_snapshots)
+
+
+def restore_history(collector: MqttDiagnosticsCollector, store: EventStore) -> LoadResult:
+    """Load the event log into ``collector``. A record this version cannot apply is skipped and reported."""
+    loaded = store.load()
+    applied = []
+    for record in loaded.records:
+        try:
+            collector.restore([record])
+        except RecordError as exc:
+            loaded.skipped.append(f"{store.directory}: record {record.get('id', '?')}: {exc}")
+            _log.warning("skipped a stored record: %s", exc)
+        else:
+            applied.append(record)
+    loaded.records = applied
+    return loaded
+
+
+def open_history(state_dir: Path, config: Config, collector: MqttDiagnosticsCollector, *, persist: bool) -> History:
+    """Restore ``collector`` from the state directory; with ``persist`` every new record is appended to the log."""
+    store = event_store(state_dir, config)
+    loaded = restore_history(collector, store)
+    if persist:
+        collector.on_record(store.append)
+    return History(collector, store, loaded)
+
+
+def stable_client_id(state_dir: Path) -> str:
+    """One MQTT client id per installation, kept across restarts: AWS IoT allows one live connection per id."""
+    path = state_dir / CLIENT_ID_FILE
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    ensure_directory(state_dir)
+    client_id = f"nwp500d-{uuid.uuid4().hex[:12]}"
+    atomic_write(path, (client_id + "\n").encode())
+    path.chmod(FILE_MODE)
+    return client_id
