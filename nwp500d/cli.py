@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="state directory (default: from the config, $STATE_DIRECTORY, /var/lib/nwp500)")
     report.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
-    analyze = commands.add_parser("analyze", help="explain the drops in an exported diagnostics file (not yet available)")
+    analyze = commands.add_parser(
+        "analyze", help="explain the drops in an exported diagnostics file (not yet available)"
+    )
     analyze.add_argument("export", type=Path, metavar="EXPORT.json")
 
     commands.add_parser("demo", help="run the daemon against a local NaviLink simulator (not yet available)")

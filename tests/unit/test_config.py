@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -232,7 +231,7 @@ def test_unreadable_password_file_is_a_config_error(tmp_path: Path, capsys: pyte
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pw_file = tmp_path / "pw"
     pw_file.write_text("x-secret-x\n")
-    os.chmod(pw_file, 0o644)
+    pw_file.chmod(0o644)
     config = tmp_path / "c.yaml"
     config.write_text(f"account:\n  email: a@b.example\n  password_file: {pw_file}\n")
     monkeypatch.delenv("NAVIEN_PASSWORD", raising=False)
