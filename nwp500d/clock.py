@@ -30,7 +30,9 @@ class SystemClock:
 
 def iso_utc(moment: datetime) -> str:
     """``2026-11-21T10:30:00.123Z``: millisecond precision is enough to order drops and host events."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_iso_utc(text: str) -> datetime:

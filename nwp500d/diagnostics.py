@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
 import math
-import uuid
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from nwp500d.clock import Clock, SystemClock, iso_utc
 from nwp500d.errors import describe_error
+from nwp500d.export import format_export
 from nwp500d.model import (
     SUCCESS_EVENT_TYPES,
     ConnectionDropEvent,
@@ -50,30 +50,13 @@ DropListener = Callable[[ConnectionDropEvent], Awaitable[None] | None]
 RecordListener = Callable[[dict[str, Any]], object]
 
 
-class _RateWindow:
-    """Publishes per whole second over the last ``window`` seconds, O(1) per publish and bounded memory."""
+_ID_PREFIX = os.urandom(5).hex()
+_ID_COUNTER = itertools.count(1)
 
-    __slots__ = ("_buckets", "_window")
 
-    def __init__(self, window: int) -> None:
-        self._window = window
-        self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
-
-    def add(self, second: int) -> None:
-        buckets = self._buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-            return
-        buckets.append([second, 1])
-        while buckets[0][0] <= second - self._window:
-            buckets.popleft()
-
-    def rate(self, now: float) -> float:
-        floor = int(now) - self._window
-        return sum(count for second, count in self._buckets if second > floor) / self._window
-
-    def clear(self) -> None:
-        self._buckets.clear()
+def _new_id() -> str:
+    """Unique across processes (random prefix) and cheap within one (a counter): ids are made on every record."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
 
 
 class MqttDiagnosticsCollector:
@@ -108,7 +91,7 @@ class MqttDiagnosticsCollector:
         self._last_activity_at: float | None = None
         self._session_published = 0
         self._session_received = 0
-        self._rate = _RateWindow(PUBLISH_RATE_WINDOW_SECS)
+        self._rate_samples: deque[tuple[float, int]] = deque()
         self._drop_listeners: list[DropListener] = []
         self._record_listeners: list[RecordListener] = []
 
@@ -165,17 +148,17 @@ class MqttDiagnosticsCollector:
             duration_connected_seconds=duration,
             active_subscriptions=active_subscriptions,
             queued_commands=queued_commands,
-            drop_id=uuid.uuid4().hex,
+            drop_id=_new_id(),
             session_id=session_id,
             correlation="pending",
             messages_published_in_session=self._session_published,
             messages_received_in_session=self._session_received,
-            publish_rate_60s=round(self._rate.rate(now), 3),
+            publish_rate_60s=self._publish_rate(now),
             seconds_since_last_activity=idle,
             credentials_age_seconds=credentials_age_seconds,
             suspended_seconds=suspended_seconds,
             keep_alive_secs=keep_alive_secs,
-            network=network,
+            network=self.redactor.value(network) if network else None,
         )
         self._apply_drop(event)
         self._last_drop_at = now
@@ -185,7 +168,8 @@ class MqttDiagnosticsCollector:
                 "connection drop recorded: error=%s session=%.1fs attempt=%d subscriptions=%d queued=%d",
                 event.error_name, duration, reconnect_attempt, active_subscriptions, queued_commands,
             )
-        self._emit({"kind": "drop", **event.to_dict()})
+        if self._record_listeners:
+            self._emit({"kind": "drop", **event.to_dict()})
         for listener in list(self._drop_listeners):
             try:
                 result = listener(event)
@@ -213,7 +197,7 @@ class MqttDiagnosticsCollector:
             self._fold_session_messages()
             self._end_session()
         to_reconnect = None if self._last_drop_at is None else max(0.0, now - self._last_drop_at)
-        self._session_id = uuid.uuid4().hex[:16]
+        self._session_id = _new_id()
         event = ConnectionEvent(
             timestamp=iso_utc(self._clock.wall()),
             event_type=event_type,
@@ -227,13 +211,15 @@ class MqttDiagnosticsCollector:
         self._last_drop_at = None
         self._session_started = now
         self._last_activity_at = now
+        self._rate_samples.append((now, 0))
         if self.enable_verbose_logging:
             _log.info(
                 "connection success recorded: type=%s session_present=%s attempt=%d time_to_reconnect=%s",
                 event_type, session_present, attempt_number,
                 "n/a" if to_reconnect is None else f"{to_reconnect:.1f}s",
             )
-        self._emit({"kind": "connection", **event.to_dict()})
+        if self._record_listeners:
+            self._emit({"kind": "connection", **event.to_dict()})
         return event
 
     def record_disconnect(self) -> None:
@@ -267,13 +253,26 @@ class MqttDiagnosticsCollector:
         )
 
     def record_publish(self, queued: bool = False) -> None:
+        # Counting only: the clock is read by tick(), not per publish, so this stays as cheap as a bare counter.
         if queued:
             self._metrics.messages_queued += 1
+        else:
+            self._session_published += 1
+
+    def tick(self) -> None:
+        """Sample the publish counter; the daemon calls this about once a second.
+
+        Drops report ``publish_rate_60s`` from these samples (the "after many messages" pattern needs it); a collector
+        that is never ticked reports the rate only for sessions younger than about a minute, and null after that.
+        """
+        if self._session_started is None:
             return
         now = self._monotonic()
-        self._session_published += 1
-        self._last_activity_at = now
-        self._rate.add(int(now))
+        samples = self._rate_samples
+        samples.append((now, self._session_published))
+        # Keep exactly one sample at or before the window's start, so the rate always spans a full window.
+        while len(samples) > 1 and samples[1][0] <= now - PUBLISH_RATE_WINDOW_SECS:
+            samples.popleft()
 
     def record_message_received(self) -> None:
         self._session_received += 1
@@ -298,7 +297,7 @@ class MqttDiagnosticsCollector:
             "timestamp": iso_utc(self._clock.wall()),
             "drop_id": drop_id,
             "correlation": correlation,
-            "host_events": host_events,
+            "host_events": self.redactor.value(host_events) if host_events else host_events,
             "cause": cause,
             "subcause": subcause,
         }
@@ -357,11 +356,13 @@ class MqttDiagnosticsCollector:
             },
             "verdict": self.verdict,
         }
-        redacted: dict[str, Any] = self.redactor.value(data)
-        return redacted
+        # Recorded strings were scrubbed when they came in (so the event log is clean too); what is added here is not.
+        data["daemon"] = self.redactor.value(self.daemon_info)
+        data["verdict"] = self.redactor.value(self.verdict)
+        return data
 
     def export_json(self) -> str:
-        return json.dumps(self.export_dict(), indent=2, allow_nan=False)
+        return format_export(self.export_dict())
 
     def summary_text(self) -> str:
         return format_summary(
@@ -455,7 +456,16 @@ class MqttDiagnosticsCollector:
         self._session_published = self._session_received = 0
         self._session_started = None
         self._session_id = None
-        self._rate.clear()
+        self._rate_samples.clear()
+
+    def _publish_rate(self, now: float) -> float | None:
+        if not self._rate_samples:
+            return None
+        since, count = self._rate_samples[0]
+        elapsed = now - since
+        if elapsed > PUBLISH_RATE_WINDOW_SECS * 1.5:
+            return None  # not ticked for a long while: no honest one-minute figure
+        return round((self._session_published - count) / max(elapsed, 1.0), 3)
 
     def _uptime(self) -> float:
         return 0.0 if self._session_started is None else self._monotonic() - self._session_started

@@ -7,7 +7,7 @@ own analysis snippet and by Home Assistant diagnostics); extensions are only eve
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 SUCCESS_EVENT_TYPES = ("connected", "resumed", "rebuilt", "deep_reconnected")
@@ -80,14 +80,14 @@ class ConnectionDropEvent:
     network: dict[str, Any] | None = None
     messages_published_in_session: int = 0
     messages_received_in_session: int = 0
-    publish_rate_60s: float = 0.0
+    publish_rate_60s: float | None = None
     seconds_since_last_activity: float | None = None
     credentials_age_seconds: float | None = None
     suspended_seconds: float | None = None
     keep_alive_secs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _DROP_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "drop") -> Self:
@@ -117,7 +117,7 @@ class ConnectionEvent:
     session_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _CONNECTION_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "connection") -> Self:
@@ -128,6 +128,10 @@ class ConnectionEvent:
             event.time_to_reconnect_seconds, where, "time_to_reconnect_seconds"
         )
         return event
+
+
+_DROP_FIELDS = tuple(f.name for f in fields(ConnectionDropEvent))
+_CONNECTION_FIELDS = tuple(f.name for f in fields(ConnectionEvent))
 
 
 @dataclass(slots=True)
@@ -152,7 +156,12 @@ class MqttMetrics:
     messages_received: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _METRIC_FIELDS}
+        data["connection_drops_by_error"] = dict(self.connection_drops_by_error)
+        data["reconnection_attempts_distribution"] = dict(self.reconnection_attempts_distribution)
         if math.isinf(self.shortest_session_seconds):
             data["shortest_session_seconds"] = None
         return data
+
+
+_METRIC_FIELDS = tuple(f.name for f in fields(MqttMetrics))

@@ -21,6 +21,7 @@ SENSITIVE_KEYS = frozenset(
     }
 )
 
+_CACHE_LIMIT = 4096
 MAC_KEYS = frozenset({"macaddress", "mac_address", "mac"})
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -36,21 +37,37 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = (), *, redact_macs: bool = True) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        self.redact_macs = redact_macs
+        self._redact_macs = redact_macs
+        # Error texts repeat (a handful of CRT messages); scrubbing each once keeps recording cheap.
+        self._cache: dict[str, str] = {}
+
+    @property
+    def redact_macs(self) -> bool:
+        return self._redact_macs
 
     def add_secret(self, secret: str | None) -> None:
         if secret and len(secret) >= 4 and secret not in self._secrets:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)
+            self._cache.clear()
 
     def text(self, text: str) -> str:
+        cached = self._cache.get(text)
+        if cached is None:
+            cached = self._scrub(text)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[text] = cached
+        return cached
+
+    def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         text = _JWT.sub("<jwt>", text)
         text = _AWS_KEY_ID.sub("<aws-key-id>", text)
         text = _EMAIL.sub("<email>", text)
-        if self.redact_macs:
+        if self._redact_macs:
             text = _MAC_SEPARATED.sub("<mac>", text)
             text = _MAC_IN_TOPIC.sub("<mac>", text)
         return text
@@ -72,4 +89,4 @@ class Redactor:
         if not isinstance(key, str):
             return False
         normal = key.lower().replace("-", "_")
-        return normal in SENSITIVE_KEYS or (self.redact_macs and normal in MAC_KEYS)
+        return normal in SENSITIVE_KEYS or (self._redact_macs and normal in MAC_KEYS)

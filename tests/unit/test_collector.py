@@ -99,13 +99,14 @@ async def test_message_counters_count(clock: FakeClock, collector: MqttDiagnosti
     for _ in range(120):
         collector.record_publish()
         clock.advance(0.5)  # 2 publishes per second for a minute
+        collector.tick()
     for _ in range(7):
         collector.record_message_received()
     clock.advance(3)
     drop = await collector.record_connection_drop(error=HANGUP)
     assert drop.messages_published_in_session == 120
     assert drop.messages_received_in_session == 7
-    assert drop.publish_rate_60s == pytest.approx(112 / 60, abs=0.01)  # 56 whole seconds at 2/s in the window
+    assert drop.publish_rate_60s == pytest.approx(114 / 60, abs=0.05)  # the last 3 s were quiet
     assert drop.seconds_since_last_activity == pytest.approx(3.0)
     metrics = collector.get_metrics()
     assert (metrics.messages_published, metrics.messages_queued, metrics.messages_received) == (120, 1, 7)
@@ -118,14 +119,29 @@ async def test_message_counters_count(clock: FakeClock, collector: MqttDiagnosti
     assert collector.get_metrics().messages_published == 121
 
 
-async def test_publish_rate_forgets_old_seconds(clock: FakeClock, collector: MqttDiagnosticsCollector) -> None:
+async def test_publish_rate_covers_the_last_minute(clock: FakeClock, collector: MqttDiagnosticsCollector) -> None:
     await collector.record_connection_success()
     for _ in range(600):
         collector.record_publish()
-    clock.advance(61)
+    for _ in range(120):  # two quiet minutes, ticked once a second
+        clock.advance(1)
+        collector.tick()
     collector.record_publish()
     drop = await collector.record_connection_drop()
     assert drop.publish_rate_60s == pytest.approx(1 / 60, abs=1e-3)
+
+
+async def test_publish_rate_of_a_young_session_without_ticks(
+    clock: FakeClock, collector: MqttDiagnosticsCollector
+) -> None:
+    await collector.record_connection_success()
+    for _ in range(50):
+        collector.record_publish()
+    clock.advance(10)
+    assert (await collector.record_connection_drop()).publish_rate_60s == pytest.approx(5.0)
+    await collector.record_connection_success(event_type="resumed")
+    clock.advance(3600)  # an hour and nobody ticked: no honest one-minute figure
+    assert (await collector.record_connection_drop()).publish_rate_60s is None
 
 
 async def test_clean_disconnect_and_attempts(clock: FakeClock, collector: MqttDiagnosticsCollector) -> None:
