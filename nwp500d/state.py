@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -77,3 +78,18 @@ def stable_client_id(state_dir: Path) -> str:
     atomic_write(path, (client_id + "\n").encode())
     path.chmod(FILE_MODE)
     return client_id
+
+
+async def export_periodically(
+    history: History, exporter: SnapshotExporter, interval_secs: float, written: asyncio.Event | None = None
+) -> None:
+    """Write a snapshot every ``interval_secs`` until cancelled, and retry records still waiting for the disk.
+
+    Runs as one of the daemon's named tasks; the final snapshot on shutdown is the caller's (it must not be lost to
+    cancellation). ``written`` is set after each snapshot that reached the disk, for whoever waits on one.
+    """
+    while True:
+        await asyncio.sleep(interval_secs)
+        history.store.flush_pending()
+        if exporter.write(history.collector.export_json()) is not None and written is not None:
+            written.set()

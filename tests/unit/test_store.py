@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -239,3 +240,27 @@ def test_snapshot_failure_is_reported_once_and_retried(
     assert "snapshots resumed" in caplog.text
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert json.loads((tmp_path / LATEST_SNAPSHOT).read_text()) == {"ok": True}
+
+
+async def test_periodic_export_writes_snapshots_and_flushes_waiting_records(tmp_path: Path) -> None:
+    import asyncio
+
+    from nwp500d.config import Config
+    from nwp500d.state import export_periodically, open_history, snapshot_exporter
+
+    collector = MqttDiagnosticsCollector()
+    history = open_history(tmp_path, Config(), collector, persist=True)
+    await collector.record_connection_drop(error=CrtLikeError("AWS_ERROR_MQTT_TIMEOUT", 5129))
+    exporter = snapshot_exporter(tmp_path, Config())
+    written = asyncio.Event()
+    task = asyncio.create_task(export_periodically(history, exporter, 0.01, written))
+    try:
+        async with asyncio.timeout(10):
+            await written.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    latest = json.loads((tmp_path / "exports" / LATEST_SNAPSHOT).read_text())
+    assert latest["metrics"]["total_connection_drops"] == 1
+    assert [r["kind"] for r in EventStore(tmp_path / "events").load().records] == ["drop"]
