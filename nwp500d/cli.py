@@ -14,7 +14,7 @@ from nwp500d import __version__, exitcodes
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, render_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.redact import REDACTED, Redactor
-from nwp500d.secrets import load_password
+from nwp500d.secrets import Secret, load_password
 from nwp500d.state import EVENTS_DIR, open_history
 
 PROG = "nwp500d"
@@ -75,12 +75,16 @@ def _config(path: Path | None, *, required: bool) -> Config:
         raise CliError(str(exc), exitcodes.CONFIG) from None
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _config(args.config, required=True)
+def _config_and_password(path: Path | None) -> tuple[Config, Secret | None]:
+    config = _config(path, required=True)
     try:
-        password = load_password(config)
+        return config, load_password(config)
     except ConfigError as exc:
         raise CliError(str(exc), exitcodes.CONFIG) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config, password = _config_and_password(args.config)
     shown = render_config(config, redact=True)
     print(f"# {args.config or DEFAULT_CONFIG_PATH}: valid")
     print(f"# state directory: {config.state_directory()}")
@@ -137,11 +141,7 @@ def _not_yet(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args.config, required=True)
-    try:
-        password = load_password(config)
-    except ConfigError as exc:
-        raise CliError(str(exc), exitcodes.CONFIG) from None
+    config, password = _config_and_password(args.config)
     if not config.account.email:
         raise CliError(f"{args.config or DEFAULT_CONFIG_PATH}: account.email: not set; expected the NaviLink "
                        "sign-in e-mail", exitcodes.CONFIG)
