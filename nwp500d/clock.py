@@ -41,3 +41,11 @@ def parse_iso_utc(text: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def suspend_offset() -> float:
+    """CLOCK_BOOTTIME - CLOCK_MONOTONIC: grows by exactly the time the machine spent suspended.
+
+    Read at two moments, the difference is the suspended time between them, known without the journal.
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()

@@ -1,0 +1,1 @@
+"""The MQTT session: pure backoff and decisions, one awscrt adapter, the supervisor that owns reconnection."""

@@ -1,0 +1,1 @@
+"""Local stand-ins for the NaviLink cloud, for tests and the demo."""
