@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -58,7 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("export", type=Path, metavar="EXPORT.json")
 
-    commands.add_parser("demo", help="run the daemon against a local NaviLink simulator (not yet available)")
+    demo = commands.add_parser("demo", help="run the real daemon against a local NaviLink simulator with faults")
+    demo.add_argument("--duration", type=float, default=60.0, metavar="SECS", help="how long (default 60)")
+    demo.add_argument("--state-dir", type=Path, default=Path("nwp500d-demo"), metavar="DIR",
+                      help="where the exports are left (default ./nwp500d-demo)")
+    demo.add_argument("--seed", type=int, default=None, help="fix the random fault times")
+
+    sim = commands.add_parser("sim", help="start only the NaviLink simulator and print a config for `run`")
+    sim.add_argument("--state-dir", type=Path, default=Path("nwp500d-sim"), metavar="DIR",
+                     help="state directory to put in the printed config (default ./nwp500d-sim)")
     commands.add_parser("probe", help="one-shot network check of the configured endpoint (not yet available)")
     return parser
 
@@ -148,7 +157,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if password is None:
         raise CliError("no NaviLink password: set LoadCredential=navien-password:..., $NAVIEN_PASSWORD or "
                        "account.password_file", exitcodes.CONFIG)
-    return _not_yet("the MQTT session (nwp500d run)", "the hardened-session issue #3")(args)
+    logging.getLogger().setLevel(config.logging.level.upper())
+    from nwp500d.daemon import run
+
+    return run(config, password, config.state_directory())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.duration < 10:
+        raise CliError(f"--duration {args.duration:g}: expected at least 10 seconds", exitcodes.USAGE)
+    logging.getLogger().setLevel(logging.ERROR)  # the demo prints its own down/up lines
+    from nwp500d.sim.broker import BrokerUnavailable
+    from nwp500d.sim.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(args.duration, args.state_dir.resolve(), seed=args.seed))
+    except BrokerUnavailable as exc:
+        raise CliError(f"{exc} (install it: apt-get install mosquitto)", exitcodes.UNAVAILABLE) from None
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from nwp500d.sim.demo import run_sim
+
+    try:
+        return asyncio.run(run_sim(args.state_dir.resolve()))
+    except KeyboardInterrupt:
+        return exitcodes.OK
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -156,7 +190,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": cmd_check_config,
     "report": cmd_report,
     "analyze": _not_yet("nwp500d analyze", "the journal-correlation and root-cause issues #5 and #6"),
-    "demo": _not_yet("nwp500d demo", "the NaviLink simulator, issue #3"),
+    "demo": cmd_demo,
+    "sim": cmd_sim,
     "probe": _not_yet("nwp500d probe", "the network-diagnostics issue #7"),
 }
 

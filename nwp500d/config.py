@@ -138,6 +138,9 @@ class MetricsConfig(_Validated):
     listen: str | None = _opt(None, why="host:port for Prometheus /metrics, e.g. 127.0.0.1:9500; null disables")
 
 
+CrtLogLevel = Literal["off", "fatal", "error", "warn", "info", "debug", "trace"]
+
+
 @dataclass(frozen=True)
 class LoggingConfig(_Validated):
     level: Literal["debug", "info", "warning", "error"] = _opt("info", why="daemon log level")

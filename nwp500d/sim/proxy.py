@@ -208,10 +208,10 @@ class _Link:
             self.up.pump()
             return
         proxy = self.proxy
-        proxy.accepted += 1
-        proxy.links.add(self)
+        proxy._accepted += 1
+        proxy._links.add(self)
         assert end.transport is not None
-        if proxy.closing:
+        if proxy._closing:
             self.finish()
         elif proxy.refusing:
             self.refused = True
@@ -235,7 +235,7 @@ class _Link:
 
     async def _connect(self) -> None:
         proxy = self.proxy
-        host, port = proxy.sink_address if self.stalled else (proxy.target_host, proxy.target_port)
+        host, port = proxy._sink_address if self.stalled else (proxy.target_host, proxy.target_port)
         try:
             async with asyncio.timeout(proxy.connect_timeout):
                 await proxy.loop.create_connection(lambda: self.upstream, host, port)
@@ -286,7 +286,7 @@ class _Link:
         ends_open = [end for end in (self.client, self.upstream) if end.transport is not None and not end.lost]
         if not ends_open:
             self.done.set_result(None)
-            self.proxy.links.discard(self)
+            self.proxy._links.discard(self)
 
 
 class _Sink(asyncio.Protocol):
@@ -302,12 +302,14 @@ class _Sink(asyncio.Protocol):
         self.closed: asyncio.Future[None] = proxy.loop.create_future()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = None
+        self._tls = tls.wrap_bio(self._incoming, self._outgoing, server_side=True) if tls is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.proxy.sinks.add(self)
+        self.proxy._sinks.add(self)
+        if self.proxy._closing:
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._tls is None or self.transport is None:
@@ -318,19 +320,18 @@ class _Sink(asyncio.Protocol):
             while self._tls.read(65536):
                 pass  # the upgrade request (or anything else): read, never answered
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-            pass
+            pass  # needs more bytes, or the client said close_notify: either way, stay silent
         except ssl.SSLError:
             self.transport.abort()
             return
-        finally:
-            if pending := self._outgoing.read():
-                self.transport.write(pending)
+        if pending := self._outgoing.read():
+            self.transport.write(pending)  # handshake records (and TLS 1.3 tickets), never application data
 
     def eof_received(self) -> bool:
         return False  # the client gave up; closing is what a real server would do too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.proxy.sinks.discard(self)
+        self.proxy._sinks.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -354,11 +355,11 @@ class FaultProxy:
         self.refusing = False
         self.stalling = False
         self.delay_seconds = 0.0
-        self.closing = False
-        self.accepted = 0
-        self.links: set[_Link] = set()
-        self.sinks: set[_Sink] = set()
-        self.sink_address: tuple[str, int] = (LISTEN_HOST, 0)
+        self._closing = False
+        self._accepted = 0
+        self._links: set[_Link] = set()
+        self._sinks: set[_Sink] = set()
+        self._sink_address: tuple[str, int] = (LISTEN_HOST, 0)
         self._server: asyncio.Server | None = None
         self._sink: asyncio.Server | None = None
         self._port: int | None = None
@@ -379,12 +380,12 @@ class FaultProxy:
     @property
     def connections_accepted(self) -> int:
         """Every connection accepted since start, including refused ones."""
-        return self.accepted
+        return self._accepted
 
     @property
     def active_connections(self) -> int:
         """Connections currently open (or withheld in a blackhole); refused ones never count."""
-        return sum(1 for link in self.links if not link.refused)
+        return sum(1 for link in self._links if not link.refused)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -392,10 +393,10 @@ class FaultProxy:
         if self._server is not None:
             raise RuntimeError("the proxy is already started")
         self._loop = asyncio.get_running_loop()
-        self.closing = False
+        self._closing = False
         try:
             self._sink = await self._loop.create_server(lambda: _Sink(self, self._stall_tls), LISTEN_HOST, 0)
-            self.sink_address = (LISTEN_HOST, int(self._sink.sockets[0].getsockname()[1]))
+            self._sink_address = (LISTEN_HOST, int(self._sink.sockets[0].getsockname()[1]))
             self._server = await self._loop.create_server(self._new_link, LISTEN_HOST, 0)
             self._port = int(self._server.sockets[0].getsockname()[1])
         except BaseException:
@@ -407,17 +408,20 @@ class FaultProxy:
 
     async def stop(self) -> None:
         """Close the listener and every connection (abort), and wait until each socket is really closed."""
-        self.closing = True
+        self._closing = True
         for server in (self._server, self._sink):
             if server is not None:
                 server.close()
         await self._finish_all("abort")
-        sinks = list(self.sinks)
-        for sink in sinks:
-            if sink.transport is not None:
-                sink.transport.abort()
-        if sinks:
-            await asyncio.wait([sink.closed for sink in sinks], timeout=_TEARDOWN_BOUND)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_TEARDOWN_BOUND):
+                # Loops, because a connection accepted just before close() can still surface while we wait.
+                await self.wait_idle()
+                while self._sinks:
+                    for sink in list(self._sinks):
+                        if sink.transport is not None:
+                            sink.transport.abort()
+                    await asyncio.wait([sink.closed for sink in self._sinks])
         for server in (self._server, self._sink):
             if server is not None:
                 await server.wait_closed()
@@ -435,8 +439,8 @@ class FaultProxy:
 
     async def wait_idle(self) -> None:
         """Return once no connection is left, so a test can await the proxy noticing that a client went away."""
-        while self.links:
-            await asyncio.wait([link.done for link in self.links])
+        while self._links:
+            await asyncio.wait([link.done for link in self._links])
 
     # -- faults --------------------------------------------------------------------------------------------------
 
@@ -459,7 +463,7 @@ class FaultProxy:
         self.blackholed = on
         if on:
             return
-        for link in list(self.links):
+        for link in list(self._links):
             if link.deferred:
                 link.connect()
             link.up.pump()
@@ -480,15 +484,15 @@ class FaultProxy:
         self.delay_seconds = seconds
 
     async def _finish_all(self, how: str) -> int:
-        links = [link for link in self.links if not link.finished]
+        links = [link for link in self._links if not link.finished]
         for link in links:
             link.finish(how)
-        pending = [link.done for link in self.links]
+        pending = [link.done for link in self._links]
         if pending:
             _, late = await asyncio.wait(pending, timeout=_TEARDOWN_BOUND)
             if late:
                 # A graceful close waits for the peer to take our buffered bytes; one that never reads is aborted.
-                for link in list(self.links):
+                for link in list(self._links):
                     link.finish("abort")
-                await asyncio.wait([link.done for link in self.links], timeout=_TEARDOWN_BOUND)
+                await asyncio.wait([link.done for link in self._links], timeout=_TEARDOWN_BOUND)
         return len(links)

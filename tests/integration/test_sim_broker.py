@@ -298,6 +298,19 @@ async def test_restart_of_a_running_broker_replaces_the_process(broker: Mosquitt
         assert await mqtt_connect(reader, writer, "sim-restart") == CONNACK_ACCEPTED
 
 
+async def test_sigterm_right_after_start_is_honoured(tmp_path: Path) -> None:
+    """mosquitto loses a SIGTERM that lands between its "running" line and its main loop; start() must not return
+    inside that gap, or a quick restart()/stop() hangs until the SIGKILL escalation. The gap is tiny: without the
+    readiness probe this failed in 3 of 9 tries on a loaded machine and rarely on an idle one."""
+    need_tools()
+    async with MosquittoBroker(tmp_root=tmp_path, stop_timeout=60.0) as instance:
+        async with asyncio.timeout(BOUND):
+            await instance.restart()  # SIGTERM to a process whose start() has just returned
+        text = instance.log_path.read_text()
+        assert text.count(" running") == 2
+        assert text.count(" terminating") == 1, "the first process died by SIGKILL, not by its SIGTERM handler"
+
+
 async def test_stop_leaves_no_process_directory_or_listener(tmp_path: Path) -> None:
     need_tools()
     instance = MosquittoBroker(tmp_root=tmp_path)

@@ -37,9 +37,10 @@ def make_state(state_dir: Path) -> None:
 def test_help_lists_every_subcommand() -> None:
     result = subprocess.run([sys.executable, "-m", "nwp500d", "--help"], capture_output=True, text=True,
                             check=True, timeout=60)
-    for command in ("run", "check-config", "report", "analyze", "demo", "probe"):
+    commands = ("run", "check-config", "report", "analyze", "demo", "sim", "probe")
+    for command in commands:
         assert command in result.stdout
-    for command in ("run", "check-config", "report", "analyze", "demo", "probe"):
+    for command in commands:
         sub = subprocess.run([sys.executable, "-m", "nwp500d", command, "--help"], capture_output=True,
                              text=True, check=False, timeout=60)
         assert sub.returncode == 0, command
@@ -49,10 +50,11 @@ def test_help_lists_every_subcommand() -> None:
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-command"]) == 64
     assert main([]) == 64
-    capsys.readouterr()
+    assert main(["demo", "--duration", "3"]) == 64
+    assert "--duration 3: expected at least 10 seconds" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["demo"], ["probe"], ["analyze", "x.json"]])
+@pytest.mark.parametrize("command", [["probe"], ["analyze", "x.json"]])
 def test_placeholders_say_so_honestly(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(command) == 69
     captured = capsys.readouterr()
