@@ -26,6 +26,7 @@ from typing import Any
 from nwp500d.clock import Clock, SystemClock
 
 FILE_MODE = 0o640
+PRIVATE_FILE_MODE = 0o600  # credentials: the service user only
 DIR_MODE = 0o750
 MAX_PENDING_RECORDS = 100_000
 
@@ -323,11 +324,13 @@ class SnapshotExporter:
             stale.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Readers see the old content or the new, never a mix; the file is created with ``mode`` from the start."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    # O_EXCL|O_NOFOLLOW: never write through a link someone planted where the temporary file goes.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -338,6 +341,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     tmp.replace(path)
+    _fsync_directory(path.parent)
 
 
 def _replace_with_link(target: Path, link: Path) -> None:

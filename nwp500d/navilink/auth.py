@@ -15,12 +15,9 @@ Design constraints, each from a failure someone already had:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,12 +42,12 @@ from nwp500d.navilink.tokens import (
     parse_sign_in,
 )
 from nwp500d.redact import Redactor
+from nwp500d.store import PRIVATE_FILE_MODE, atomic_write, ensure_directory
 
 SIGN_IN_PATH = "/user/sign-in"
 REFRESH_PATH = "/auth/refresh"
 DEVICE_LIST_PATH = "/device/list"
 USER_AGENT = f"nwp500d/{__version__} (+NaviLink monitoring daemon)"
-CACHE_MODE = 0o600
 CACHE_FORMAT = 1
 UNAUTHORIZED = 401
 
@@ -393,7 +390,8 @@ class NaviLinkClient:
             "tokens": tokens.to_dict(),
         }
         try:
-            _write_private(path, json.dumps(document, indent=1).encode())
+            ensure_directory(path.parent)
+            atomic_write(path, json.dumps(document, indent=1).encode(), PRIVATE_FILE_MODE)
         except OSError as exc:
             _log.warning("cannot write the token cache %s (%s); the next start will sign in again", path, exc.strerror)
 
@@ -431,32 +429,3 @@ def _remaining(expires: datetime | None, now: datetime) -> str:
         return "an unlimited time"
     seconds = int((expires - now).total_seconds())
     return f"{seconds} s" if abs(seconds) < 120 else f"{round(seconds / 60)} min"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomic replace, created 0600 from the first byte: the file holds credentials, so no wider window."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, CACHE_MODE)
-    try:
-        os.fchmod(fd, CACHE_MODE)  # umask cannot widen it, but an odd filesystem default could
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
