@@ -30,6 +30,11 @@ EVENTS = ("connected", "connection_interrupted", "connection_resumed", "reconnec
 
 
 @dataclass(frozen=True)
+class _Subscriptions:
+    subscriptions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ConnectionInterruptedEvent:
     error: Exception
 
@@ -86,6 +91,11 @@ class NavienMqttClient:
     @property
     def queued_commands_count(self) -> int:
         return self.supervisor.queued_commands_count
+
+    @property
+    def _subscription_manager(self) -> _Subscriptions:
+        """The guide's class-based sample counts subscriptions through this (upstream-private) attribute."""
+        return _Subscriptions(self.supervisor.subscribed_topics)
 
     async def connect(self, timeout: float | None = None) -> None:
         """Start the session and return once it is up. The supervisor keeps retrying (with backoff) meanwhile."""

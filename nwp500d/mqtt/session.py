@@ -104,6 +104,7 @@ class _Live:
     started: float
     suspend_offset: float
     session_present: bool = False
+    up: bool = False  # set once CONNACK arrived and subscriptions are renewed
     down: asyncio.Future[ErrorInfo | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -142,7 +143,8 @@ class SessionSupervisor:
 
     @property
     def is_connected(self) -> bool:
-        return self._live is not None and not self._live.down.done()
+        live = self._live
+        return live is not None and live.up and not live.down.done()
 
     @property
     def queued_commands_count(self) -> int:
@@ -151,6 +153,10 @@ class SessionSupervisor:
     @property
     def active_subscriptions(self) -> int:
         return len(self._handlers)
+
+    @property
+    def subscribed_topics(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
 
     @property
     def consecutive_failures(self) -> int:
@@ -259,6 +265,7 @@ class SessionSupervisor:
             return None
         live.started = self._clock.monotonic()
         live.session_present = result.session_present
+        live.up = True
         return live
 
     async def _came_up(self, live: _Live, kind: SessionEventKind) -> None:

@@ -29,6 +29,7 @@ import aiohttp
 
 from nwp500d import __version__
 from nwp500d.clock import Clock, SystemClock, iso_utc
+from nwp500d.config import NAVILINK_BASE_URL
 from nwp500d.navilink.errors import CredentialsRejected, NaviLinkError, NaviLinkUnavailable
 from nwp500d.navilink.tokens import (
     AwsCredentials,
@@ -429,3 +430,18 @@ def _remaining(expires: datetime | None, now: datetime) -> str:
         return "an unlimited time"
     seconds = int((expires - now).total_seconds())
     return f"{seconds} s" if abs(seconds) < 120 else f"{round(seconds / 60)} min"
+
+
+class NavienAuthClient(NaviLinkClient):
+    """The guide's name and call shape, ``NavienAuthClient(email, password)``, for code written against it."""
+
+    def __init__(
+        self,
+        email: str,
+        password: str,
+        *,
+        base_url: str = NAVILINK_BASE_URL,
+        cache_path: Path | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(base_url, email, password, cache_path=cache_path, **options)
