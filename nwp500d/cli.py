@@ -157,10 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if password is None:
         raise CliError("no NaviLink password: set LoadCredential=navien-password:..., $NAVIEN_PASSWORD or "
                        "account.password_file", exitcodes.CONFIG)
-    logging.getLogger().setLevel(config.logging.level.upper())
     from nwp500d.daemon import run
 
-    return run(config, password, config.state_directory())
+    return run(config, password, config.state_directory(), args.config or DEFAULT_CONFIG_PATH)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

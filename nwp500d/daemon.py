@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -12,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nwp500d import __version__, exitcodes
-from nwp500d.clock import SystemClock, iso_utc
-from nwp500d.config import Config, config_summary
+from nwp500d import __version__, exitcodes, logfields
+from nwp500d.clock import Clock, SystemClock, iso_utc
+from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_summary, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.monitor import DeviceMonitor
 from nwp500d.mqtt.session import SessionEvent, SessionGaveUp, SessionSupervisor
@@ -24,25 +25,20 @@ from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
 from nwp500d.redact import Redactor
 from nwp500d.secrets import Secret
 from nwp500d.state import export_periodically, open_history, snapshot_exporter, stable_client_id
+from nwp500d.status import drops_within, status_line
 from nwp500d.store import ensure_directory
+from nwp500d.systemd import Notifier, setup_logging, watchdog_interval, watchdog_loop
 
 _log = logging.getLogger("nwp500d")
 
 TOKEN_CACHE = "navilink-tokens.json"
 TICK_SECS = 1.0
-
-
-class RedactingFilter(logging.Filter):
-    """Every log line passes through the redactor: no secret reaches the journal, whoever logs it."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self._redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self._redactor.text(record.getMessage())
-        record.args = None
-        return True
+READY_AFTER_SECS = 45.0  # below the unit's TimeoutStartSec=90s: an unreachable cloud must not fail the boot
+START_EXTENSION_SECS = 60.0
+STATUS_REFRESH_SECS = 30.0
+WEDGED_SLACK_SECS = 60.0
+SESSION_SECTIONS = ("account", "navilink", "mqtt")
+LATER_SECTIONS = ("monitor", "journal", "exports", "metrics")
 
 
 @dataclass
@@ -50,6 +46,155 @@ class DaemonResult:
     exit_code: int
     collector: MqttDiagnosticsCollector
     state_dir: Path
+
+
+def make_redactor(config: Config, password: Secret) -> Redactor:
+    return Redactor([password.value, config.account.email or ""], redact_macs=config.exports.redact_mac_addresses)
+
+
+class Daemon:
+    """Every part of one running daemon, built from one configuration; ``run`` drives them as named tasks."""
+
+    def __init__(
+        self,
+        config: Config,
+        password: Secret,
+        *,
+        state_dir: Path,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.redactor = make_redactor(config, password)
+        self.notifier = notifier or Notifier(redactor=self.redactor)
+        init_crt_logging(config.logging.crt_log_level)
+        ensure_directory(state_dir)
+        self.client_id = config.mqtt.client_id or stable_client_id(state_dir)
+        self.collector = MqttDiagnosticsCollector(
+            max_events_retained=config.exports.max_events_retained,
+            enable_verbose_logging=config.logging.verbose_diagnostics,
+            redactor=self.redactor,
+            daemon_info={"version": __version__, "host": socket.gethostname(),
+                         "started": iso_utc(SystemClock().wall()), "config": config_summary(config)},
+        )
+        self.history = open_history(state_dir, config, self.collector, persist=True)
+        if self.history.loaded.records:
+            _log.info("reloaded %d records from %s", len(self.history.loaded.records), state_dir)
+        self.exporter = snapshot_exporter(state_dir, config)
+        self.auth = NaviLinkClient(
+            config.navilink.base_url, config.account.email or "", password.value,
+            cache_path=state_dir / TOKEN_CACHE,
+            refresh_margin_secs=config.navilink.token_refresh_margin_secs,
+            request_timeout_secs=config.navilink.request_timeout_secs,
+        )
+        self.supervisor = SessionSupervisor(
+            config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector
+        )
+        self.reporter = StatusReporter(self.notifier, self.supervisor, self.collector)
+        self.supervisor.on_event(self.reporter.on_session_event)
+        self.first_up = asyncio.Event()
+        self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    def _factory(self, config: Config) -> CrtFactory:
+        return CrtFactory(settings_from_config(config.mqtt, config.mqtt.client_id or self.client_id),
+                          self.auth.aws_credentials)
+
+    def request_stop(self) -> None:
+        _log.info("stopping: closing the MQTT session", extra=logfields.event("stopping"))
+        self.notifier.stopping("stopping: closing the MQTT session")
+        self.supervisor.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; a bad one is refused (one log line) and the running one kept."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path or DEFAULT_CONFIG_PATH)
+        except ConfigError as exc:
+            _log.error("reload refused, keeping the running configuration: %s", exc,
+                       extra=logfields.event("reload_rejected"))
+            self.notifier.reloaded(self.reporter.line())
+            return
+        old, self.config = self.config, new
+        logging.getLogger().setLevel(new.logging.level.upper())
+        changed = [name for name in SESSION_SECTIONS if getattr(old, name) != getattr(new, name)]
+        later = [name for name in LATER_SECTIONS if getattr(old, name) != getattr(new, name)]
+        if "mqtt" in changed:
+            self.supervisor.replace_settings(new.mqtt, self._factory(new))
+        detail = f"changed: {', '.join(changed + later)}" if changed or later else "nothing changed"
+        if later or {"account", "navilink"} & set(changed):
+            detail += "; account, navilink, monitor, journal, exports and metrics changes apply at the next start"
+        _log.info("configuration reloaded (%s)", detail, extra=logfields.event("reloaded"))
+        self.notifier.reloaded(self.reporter.line())
+
+    def _signals(self, install: bool) -> list[int]:
+        if not install:
+            return []
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+    def _helpers(self, session: asyncio.Task[None], stop: asyncio.Event | None,
+                 ready_after_secs: float) -> list[asyncio.Task[None]]:
+        config = self.config
+        helpers = [
+            asyncio.create_task(self.reporter.run(ready_after_secs), name="nwp500d.status"),
+            asyncio.create_task(_tick(self.collector), name="nwp500d.tick"),
+            asyncio.create_task(export_periodically(self.history, self.exporter, config.exports.interval_secs),
+                                name="nwp500d.export"),
+            asyncio.create_task(_monitor(config, self.supervisor, self.auth, self.client_id, self.first_up),
+                                name="nwp500d.monitor"),
+        ]
+        if stop is not None:
+            helpers.append(asyncio.create_task(_stop_when(stop, self.request_stop), name="nwp500d.stop"))
+        interval = watchdog_interval()
+        if interval is not None:
+            limit = config.mqtt.connect_timeout_secs + config.mqtt.max_reconnect_delay + WEDGED_SLACK_SECS
+            helpers.append(asyncio.create_task(
+                watchdog_loop(self.notifier, interval, lambda: _unhealthy(session, self.supervisor, limit)),
+                name="nwp500d.watchdog",
+            ))
+        return helpers
+
+    async def run(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        install_signal_handlers: bool = True,
+        ready_after_secs: float = READY_AFTER_SECS,
+    ) -> int:
+        installed = self._signals(install_signal_handlers)
+        config = self.config
+        _log.info("nwp500d %s started; state directory %s", __version__, self.state_dir,
+                  extra=logfields.event("started", NWP_STATE_DIRECTORY=str(self.state_dir),
+                                        NWP_ENDPOINT=f"{config.mqtt.endpoint}:{config.mqtt.effective_port}"))
+        session = asyncio.create_task(self.supervisor.run(), name="nwp500d.session")
+        helpers = self._helpers(session, stop, ready_after_secs)
+        try:
+            await session
+        except CredentialsRejected as exc:
+            _log.error("%s", exc, extra=logfields.event("credentials_rejected"))
+            self.notifier.stopping(f"stopped: {exc}")
+            return exitcodes.NOPERM
+        except SessionGaveUp as exc:
+            _log.error("giving up: %s", exc, extra=logfields.event("gave_up"))
+            self.notifier.stopping(f"stopped: {exc}")
+            return exitcodes.UNAVAILABLE
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            self.history.store.flush_pending()
+            self.exporter.write(self.collector.export_json())  # the final snapshot
+            self.history.store.close()
+            await self.auth.close()
+        return exitcodes.OK
 
 
 async def run_daemon(
@@ -60,71 +205,16 @@ async def run_daemon(
     stop: asyncio.Event | None = None,
     on_session_event: Callable[[SessionEvent], None] | None = None,
     install_signal_handlers: bool = True,
+    config_path: Path | None = None,
+    notifier: Notifier | None = None,
+    ready_after_secs: float = READY_AFTER_SECS,
 ) -> DaemonResult:
-    email = config.account.email or ""
-    redactor = Redactor([password.value, email], redact_macs=config.exports.redact_mac_addresses)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter(redactor))
-    init_crt_logging(config.logging.crt_log_level)
-    ensure_directory(state_dir)
-    client_id = config.mqtt.client_id or stable_client_id(state_dir)
-    collector = MqttDiagnosticsCollector(
-        max_events_retained=config.exports.max_events_retained,
-        enable_verbose_logging=config.logging.verbose_diagnostics,
-        redactor=redactor,
-        daemon_info={"version": __version__, "host": socket.gethostname(), "started": iso_utc(SystemClock().wall()),
-                     "config": config_summary(config)},
-    )
-    history = open_history(state_dir, config, collector, persist=True)
-    if history.loaded.records:
-        _log.info("reloaded %d records from %s", len(history.loaded.records), state_dir)
-    exporter = snapshot_exporter(state_dir, config)
-    auth = NaviLinkClient(
-        config.navilink.base_url, email, password.value, cache_path=state_dir / TOKEN_CACHE,
-        refresh_margin_secs=config.navilink.token_refresh_margin_secs,
-        request_timeout_secs=config.navilink.request_timeout_secs,
-    )
-    factory = CrtFactory(settings_from_config(config.mqtt, client_id), auth.aws_credentials)
-    supervisor = SessionSupervisor(config=config.mqtt, factory=factory, credentials=auth, collector=collector)
+    daemon = Daemon(config, password, state_dir=state_dir, config_path=config_path, notifier=notifier)
     if on_session_event is not None:
-        supervisor.on_event(on_session_event)
-    first_up = asyncio.Event()
-    supervisor.on_event(lambda event: first_up.set() if event.kind == "connected" else None)
-
-    loop = asyncio.get_running_loop()
-    if install_signal_handlers:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, supervisor.stop)
-    helpers = [
-        asyncio.create_task(_tick(collector), name="nwp500d.tick"),
-        asyncio.create_task(export_periodically(history, exporter, config.exports.interval_secs),
-                            name="nwp500d.export"),
-        asyncio.create_task(_monitor(config, supervisor, auth, client_id, first_up), name="nwp500d.monitor"),
-    ]
-    if stop is not None:
-        helpers.append(asyncio.create_task(_stop_when(stop, supervisor), name="nwp500d.stop"))
-    session = asyncio.create_task(supervisor.run(), name="nwp500d.session")
-    exit_code = exitcodes.OK
-    try:
-        await session
-    except CredentialsRejected as exc:
-        _log.error("%s", exc)
-        exit_code = exitcodes.NOPERM
-    except SessionGaveUp as exc:
-        _log.error("giving up: %s", exc)
-        exit_code = exitcodes.UNAVAILABLE
-    finally:
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
-        if install_signal_handlers:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-        history.store.flush_pending()
-        exporter.write(collector.export_json())  # the final snapshot
-        history.store.close()
-        await auth.close()
-    return DaemonResult(exit_code, collector, state_dir)
+        daemon.supervisor.on_event(on_session_event)
+    code = await daemon.run(stop=stop, install_signal_handlers=install_signal_handlers,
+                            ready_after_secs=ready_after_secs)
+    return DaemonResult(code, daemon.collector, state_dir)
 
 
 async def _tick(collector: MqttDiagnosticsCollector) -> None:
@@ -133,9 +223,71 @@ async def _tick(collector: MqttDiagnosticsCollector) -> None:
         await asyncio.sleep(TICK_SECS)
 
 
-async def _stop_when(stop: asyncio.Event, supervisor: SessionSupervisor) -> None:
+async def _stop_when(stop: asyncio.Event, request_stop: Callable[[], None]) -> None:
     await stop.wait()
-    supervisor.stop()
+    request_stop()
+
+
+def _unhealthy(session: asyncio.Task[None], supervisor: SessionSupervisor, limit: float) -> str | None:
+    """Why the watchdog must not be pinged, or None. The loop running this at all proves it is not blocked."""
+    if session.done():
+        return "the session supervisor has stopped"
+    stuck = supervisor.stuck_seconds()
+    if stuck > limit:
+        return f"the session supervisor made no progress for {stuck:.0f} s (limit {limit:.0f} s)"
+    return None
+
+
+class StatusReporter:
+    """Keeps STATUS= current and sends READY=1 once: at the first session, or after a bounded start."""
+
+    def __init__(self, notifier: Notifier, supervisor: SessionSupervisor, collector: MqttDiagnosticsCollector,
+                 clock: Clock | None = None) -> None:
+        self._notifier = notifier
+        self._supervisor = supervisor
+        self._collector = collector
+        self._clock = clock or SystemClock()
+        self._since = self._clock.monotonic()
+        self._state = "starting"
+        self._last_error: str | None = None
+
+    def on_session_event(self, event: SessionEvent) -> None:
+        if event.kind in ("connected", "rebuilt", "deep_reconnected"):
+            self._state, self._since = "connected", event.monotonic
+            self.publish(ready=True)
+            return
+        if event.error is not None:
+            self._last_error = event.error.name
+        if event.kind == "interrupted":
+            self._state, self._since = "reconnecting", event.monotonic
+        elif event.kind == "failed" and not self._notifier.ready_sent:
+            self._notifier.extend_timeout(START_EXTENSION_SECS)
+        self.publish()
+
+    def line(self) -> str:
+        drops = [d.timestamp for d in self._collector.get_recent_drops(self._collector.max_events_retained)]
+        return status_line(
+            state=self._state,
+            state_seconds=self._clock.monotonic() - self._since,
+            drops_24h=drops_within(drops, self._clock.wall()),
+            last_error=self._last_error,
+        )
+
+    def publish(self, *, ready: bool = False) -> None:
+        if ready and not self._notifier.ready_sent:
+            self._notifier.ready(self.line())
+        else:
+            self._notifier.status(self.line())
+
+    async def run(self, ready_after_secs: float) -> None:
+        """READY after ``ready_after_secs`` even if the cloud is unreachable: the boot must not hang on us."""
+        await asyncio.sleep(ready_after_secs)
+        if not self._notifier.ready_sent:
+            self._state = "starting: cloud unreachable, still retrying"
+            self._notifier.ready(self.line())
+        while True:
+            self.publish()
+            await asyncio.sleep(STATUS_REFRESH_SECS)
 
 
 async def _monitor(config: Config, supervisor: SessionSupervisor, auth: NaviLinkClient, client_id: str,
@@ -168,7 +320,10 @@ async def _monitor(config: Config, supervisor: SessionSupervisor, auth: NaviLink
     await monitor.run()
 
 
-def run(config: Config, password: Secret, state_dir: Path) -> int:
+def run(config: Config, password: Secret, state_dir: Path, config_path: Path | None = None) -> int:
+    """The `nwp500d run` entry point: journald-native logging, faulthandler, then the daemon until stopped."""
+    faulthandler.enable()  # a watchdog abort (SIGABRT) then leaves every thread's stack in the journal
+    setup_logging(config.logging.level, make_redactor(config, password))
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_daemon(config, password, state_dir=state_dir)).exit_code
+        return asyncio.run(run_daemon(config, password, state_dir=state_dir, config_path=config_path)).exit_code
     return exitcodes.OK

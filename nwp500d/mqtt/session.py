@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from nwp500d import logfields
 from nwp500d.clock import Clock, SystemClock, suspend_offset
 from nwp500d.config import MqttConnectionConfig
 from nwp500d.diagnostics import MqttDiagnosticsCollector
@@ -25,6 +26,7 @@ from nwp500d.mqtt.backoff import Backoff
 from nwp500d.mqtt.topics import topic_matches
 from nwp500d.mqtt.transport import ConnectResult, TransportError, TransportEvent
 from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
+from nwp500d.status import likely_cause
 
 _log = logging.getLogger("nwp500d.session")
 
@@ -71,6 +73,9 @@ class SessionEvent:
     reconnect_seconds: float | None = None
     session_seconds: float | None = None
     credentials_age_seconds: float | None = None
+
+
+_RECONFIGURE = ErrorInfo("NWP500D_RECONFIGURE", None, "new settings")
 
 
 class SessionGaveUp(Exception):
@@ -138,6 +143,8 @@ class SessionSupervisor:
         self._failures = 0
         self._dropped_at: float | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._progress_at = self._clock.monotonic()
+        self._replacement: tuple[MqttConnectionConfig, ConnectionFactory] | None = None
 
     # ---------------------------------------------------------------- public surface
 
@@ -161,6 +168,23 @@ class SessionSupervisor:
     @property
     def consecutive_failures(self) -> int:
         return self._failures
+
+    def stuck_seconds(self) -> float:
+        """How long the supervisor has gone without a step while not connected (0 while a session is up).
+
+        Every wait it makes is bounded (connect deadline, backoff cap), so a large value means it is wedged.
+        """
+        if self.is_connected:
+            return 0.0
+        return self._clock.monotonic() - self._progress_at
+
+    def replace_settings(self, config: MqttConnectionConfig, factory: ConnectionFactory) -> None:
+        """New settings (SIGHUP): end the live session cleanly and continue with them, without counting a drop."""
+        self._replacement = (config, factory)
+        live = self._live
+        if live is not None and not live.down.done():
+            live.down.set_result(_RECONFIGURE)
+        self._wake.set()
 
     def on_event(self, listener: Callable[[SessionEvent], None]) -> None:
         self._listeners.append(listener)
@@ -220,6 +244,8 @@ class SessionSupervisor:
         """Until ``stop()``. Raises CredentialsRejected (fatal) or SessionGaveUp (only with a limited attempt count)."""
         ever_connected = False
         while not self._stopping.is_set():
+            self._apply_replacement()
+            self._progress()
             deep = self._failures > 0 and self._failures % self.config.deep_reconnect_threshold == 0
             try:
                 if deep:
@@ -237,13 +263,29 @@ class SessionSupervisor:
             ever_connected = True
             await self._came_up(live, kind)
             reason = await live.down
+            self._progress()
             if reason is None:
                 await self._stop_cleanly(live)
                 break
+            if reason is _RECONFIGURE:
+                await self._stop_cleanly(live)
+                continue
             await self._went_down(live, reason)
             if await self._pause(self._backoff.next_delay()):
                 break
         self._emit(SessionEvent("stopped", self._clock.monotonic()))
+
+    def _progress(self) -> None:
+        self._progress_at = self._clock.monotonic()
+
+    def _apply_replacement(self) -> None:
+        if self._replacement is not None:
+            self.config, self._factory = self._replacement
+            self._replacement = None
+            self._backoff.initial = self.config.initial_reconnect_delay
+            self._backoff.cap = self.config.max_reconnect_delay
+            self._backoff.multiplier = self.config.reconnect_backoff_multiplier
+            self._backoff.reset()
 
     async def _connect(self) -> _Live | None:
         floor = self._backoff.floor_wait(self._clock.monotonic())
@@ -261,6 +303,7 @@ class SessionSupervisor:
         except TransportError as exc:
             connection.close_now()  # a stuck connection is abandoned, never reused
             self._live = None
+            self._progress()
             await self._attempt_failed(exc.info)
             return None
         live.started = self._clock.monotonic()
@@ -276,9 +319,12 @@ class SessionSupervisor:
             event_type=kind, session_present=session_present, return_code=0, attempt_number=attempts
         )
         if reconnect is None:
-            _log.info("MQTT session up (%s)", kind)
+            _log.info("MQTT session up (%s)", kind,
+                      extra=logfields.event("session_up", NWP_SESSION_KIND=kind, NWP_ATTEMPT=attempts))
         else:
-            _log.info("MQTT session back after %.1f s (%s, attempt %d)", reconnect, kind, attempts)
+            _log.info("MQTT session back after %.1f s down (%s, attempt %d)", reconnect, kind, attempts,
+                      extra=logfields.event("session_back", NWP_SESSION_KIND=kind, NWP_ATTEMPT=attempts,
+                                            NWP_DOWNTIME_SECONDS=round(reconnect, 3)))
         self._failures = 0
         self._dropped_at = None
         self._emit(SessionEvent(kind, self._clock.monotonic(), attempts, None, session_present, 0, reconnect, None,
@@ -304,7 +350,13 @@ class SessionSupervisor:
             suspended_seconds=round(suspended, 3),
             keep_alive_secs=self._factory.keep_alive_secs,
         )
-        _log.warning("MQTT session down after %.1f s: %s (%s)", session_seconds, reason.name, reason.message)
+        hint = likely_cause(reason.name)
+        _log.warning(
+            "MQTT session down after %.1f s: %s (%s)%s", session_seconds, reason.name, reason.message,
+            f"; first guess: {hint}" if hint else "",
+            extra=logfields.event("session_down", NWP_ERROR_NAME=reason.name, NWP_ERROR_CODE=reason.code,
+                                  NWP_SESSION_SECONDS=round(session_seconds, 3), NWP_CAUSE=hint or ""),
+        )
         self._emit(SessionEvent("interrupted", now, 0, reason, session_seconds=session_seconds,
                                 credentials_age_seconds=age))
 
@@ -328,6 +380,7 @@ class SessionSupervisor:
 
     async def _pause(self, seconds: float, *, wakeable: bool = True) -> bool:
         """Sleep ``seconds`` unless stopped (returns True) or woken; bounded by construction."""
+        self._progress()
         self._wake.clear()
         waiters = [asyncio.ensure_future(self._stopping.wait())]
         if wakeable:
@@ -337,6 +390,7 @@ class SessionSupervisor:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        self._progress()
         return self._stopping.is_set()
 
     async def _flush_queue(self, live: _Live) -> None:
