@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nwp500d import logfields
 from nwp500d.clock import Clock, SystemClock
 from nwp500d.errors import ErrorInfo
 from nwp500d.navilink import topics
@@ -101,6 +102,8 @@ class DeviceMonitor:
                       self._reply_timeout, health.unanswered_in_a_row)
             if health.unanswered_in_a_row >= self._deaf_after:
                 health.unanswered_in_a_row = 0
+                _log.warning("connected but deaf: %d status requests in a row unanswered; rebuilding the session",
+                             self._deaf_after, extra=logfields.event("device_deaf"))
                 self._session.force_rebuild(ErrorInfo(
                     DEVICE_DEAF, None,
                     f"connected but {self._deaf_after} status requests in a row went unanswered",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nwp500d import logfields
 from nwp500d.clock import Clock, SystemClock
 
 FILE_MODE = 0o640
@@ -70,11 +71,13 @@ class FailureReporter:
         self.failures += 1
         if self.failing_since is None:
             self.failing_since = _describe_os_error(exc)
-            _log.error("cannot write %s: %s; %s", self.what, self.failing_since, detail)
+            _log.error("cannot write %s: %s; %s", self.what, self.failing_since, detail,
+                       extra=logfields.event("storage_failing"))
 
     def succeeded(self, detail: str) -> None:
         if self.failing_since is not None:
-            _log.warning("writing %s works again after %d failed writes; %s", self.what, self.failures, detail)
+            _log.warning("writing %s works again after %d failed writes; %s", self.what, self.failures, detail,
+                         extra=logfields.event("storage_recovered"))
             self.failing_since = None
             self.failures = 0
 
