@@ -48,3 +48,13 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# Install as a systemd service (root): venv in /opt/nwp500d, units, sysusers, journal catalog, man page, example
+# config. DESTDIR=DIR stages everything below DIR without touching the host; PURGE=1 also deletes config and state.
+.PHONY: install uninstall
+
+install:
+	bash packaging/install.sh $(if $(DESTDIR),--root "$(DESTDIR)")
+
+uninstall:
+	bash packaging/uninstall.sh $(if $(DESTDIR),--root "$(DESTDIR)") $(if $(PURGE),--purge)
