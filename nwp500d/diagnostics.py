@@ -185,6 +185,8 @@ class MqttDiagnosticsCollector:
         session_present: bool = False,
         return_code: int | None = None,
         attempt_number: int = 0,
+        *,
+        credentials_age_seconds: float | None = None,
     ) -> ConnectionEvent:
         if event_type == "initial":  # what Home Assistant's integration sends for its first connect
             event_type = "connected"
@@ -206,6 +208,7 @@ class MqttDiagnosticsCollector:
             attempt_number=attempt_number,
             time_to_reconnect_seconds=to_reconnect,
             session_id=self._session_id,
+            credentials_age_seconds=credentials_age_seconds,
         )
         self._apply_connection(event)
         self._last_drop_at = None
@@ -238,7 +241,9 @@ class MqttDiagnosticsCollector:
         self._end_session()
         self._emit(record)
 
-    def record_reconnect_attempt(self, attempt: int, error: BaseException | None = None) -> None:
+    def record_reconnect_attempt(
+        self, attempt: int, error: BaseException | None = None, *, credentials_age_seconds: float | None = None
+    ) -> None:
         """One CONNECT that did not (yet) succeed; ``error`` is why, when it failed."""
         self._metrics.total_reconnect_attempts += 1
         info = describe_error(error)
@@ -249,6 +254,7 @@ class MqttDiagnosticsCollector:
                 "attempt": attempt,
                 "error_name": info.name,
                 "error_code": info.code,
+                "credentials_age_seconds": credentials_age_seconds,
             }
         )
 

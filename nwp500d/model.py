@@ -115,6 +115,7 @@ class ConnectionEvent:
     attempt_number: int = 0
     time_to_reconnect_seconds: float | None = None
     session_id: str | None = None
+    credentials_age_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CONNECTION_FIELDS}

@@ -315,8 +315,10 @@ class SessionSupervisor:
         attempts = self._failures + 1
         reconnect = None if self._dropped_at is None else self._clock.monotonic() - self._dropped_at
         session_present = live.session_present
+        age = self._credentials.credentials_age_seconds()
         await self.collector.record_connection_success(
-            event_type=kind, session_present=session_present, return_code=0, attempt_number=attempts
+            event_type=kind, session_present=session_present, return_code=0, attempt_number=attempts,
+            credentials_age_seconds=age,
         )
         if reconnect is None:
             _log.info("MQTT session up (%s)", kind,
@@ -328,7 +330,7 @@ class SessionSupervisor:
         self._failures = 0
         self._dropped_at = None
         self._emit(SessionEvent(kind, self._clock.monotonic(), attempts, None, session_present, 0, reconnect, None,
-                                self._credentials.credentials_age_seconds()))
+                                age))
         await self._flush_queue(live)
 
     async def _went_down(self, live: _Live, reason: ErrorInfo) -> None:
@@ -368,9 +370,9 @@ class SessionSupervisor:
 
     async def _attempt_failed(self, info: ErrorInfo) -> None:
         self._failures += 1
-        self.collector.record_reconnect_attempt(self._failures, SessionDropped(info))
-        self._emit(SessionEvent("failed", self._clock.monotonic(), self._failures, info,
-                                credentials_age_seconds=self._credentials.credentials_age_seconds()))
+        age = self._credentials.credentials_age_seconds()
+        self.collector.record_reconnect_attempt(self._failures, SessionDropped(info), credentials_age_seconds=age)
+        self._emit(SessionEvent("failed", self._clock.monotonic(), self._failures, info, credentials_age_seconds=age))
         level = logging.INFO if self._failures == 1 else logging.DEBUG  # one line per outage, not per retry
         _log.log(level, "connect attempt %d failed: %s (%s)", self._failures, info.name, info.message)
         limit = self.config.max_reconnect_attempts

@@ -132,6 +132,9 @@ async def test_expired_aws_credentials_mid_session_force_a_full_sign_in(tmp_path
         assert h.navilink.refreshes == 0
         drop = h.collector.get_recent_drops(1)[0]
         assert drop.credentials_age_seconds == pytest.approx(700, abs=5)
+        rebuilt = h.collector.get_recent_connections(1)[0]
+        assert rebuilt.event_type == "rebuilt"
+        assert rebuilt.credentials_age_seconds == pytest.approx(0, abs=5)  # fresh from the new sign-in
 
 
 async def test_auth_api_down_then_up(tmp_path: Path) -> None:
