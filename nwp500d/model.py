@@ -166,3 +166,28 @@ class MqttMetrics:
 
 
 _METRIC_FIELDS = tuple(f.name for f in fields(MqttMetrics))
+
+
+HOST_EVENT_CATEGORIES = ("suspend", "network_manager", "wifi", "dhcp", "link", "cron", "time", "dns")
+
+
+@dataclass(frozen=True, slots=True)
+class HostEvent:
+    """One journal entry that matters for a drop, normalised across systemd, NetworkManager and kernel versions.
+
+    ``kind`` is a short stable verb within the category (e.g. ``suspend``/``resume``, ``state_change``,
+    ``carrier_lost``, ``lease_renewed``); ``fields`` keeps the few structured details a verdict may quote
+    (old/new state, reason, bssid, address), never the raw entry.
+    """
+
+    time: str  # UTC ISO-8601 with Z (the entry's __REALTIME_TIMESTAMP)
+    category: str
+    kind: str
+    message: str
+    unit: str | None = None
+    interface: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "category": self.category, "kind": self.kind, "message": self.message,
+                "unit": self.unit, "interface": self.interface, "fields": dict(self.fields)}
