@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -55,9 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
     analyze = commands.add_parser(
-        "analyze", help="explain the drops in an exported diagnostics file (not yet available)"
+        "analyze", help="re-correlate the drops of an exported diagnostics file with a journal, offline"
     )
     analyze.add_argument("export", type=Path, metavar="EXPORT.json")
+    journal = analyze.add_mutually_exclusive_group()
+    journal.add_argument("--journal-dir", type=Path, metavar="DIR", help="a directory of .journal files")
+    journal.add_argument("--journal-export", type=Path, metavar="FILE",
+                         help="a `journalctl -o export` file (what a bug report attaches)")
+    analyze.add_argument("--before", type=float, default=120.0, metavar="SECS",
+                         help="look back this far before the last good moment (default 120)")
+    analyze.add_argument("--after", type=float, default=30.0, metavar="SECS",
+                         help="look this far past the detection (default 30)")
+    analyze.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
     demo = commands.add_parser("demo", help="run the real daemon against a local NaviLink simulator with faults")
     demo.add_argument("--duration", type=float, default=60.0, metavar="SECS", help="how long (default 60)")
@@ -162,6 +172,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(config, password, config.state_directory(), args.config or DEFAULT_CONFIG_PATH)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from nwp500d.analyze import ExportError, analyze, load_export, to_json, to_text
+    from nwp500d.journal.export_format import ExportFormatError
+    from nwp500d.journal.reader import ExportFile, HostEventSource, JournalUnavailable, SystemdJournal
+
+    try:
+        data, drops = load_export(args.export)
+    except ExportError as exc:
+        raise CliError(str(exc), exitcodes.DATAERR) from None
+    source: HostEventSource | None = None
+    try:
+        if args.journal_dir is not None:
+            source = SystemdJournal(args.journal_dir)
+        elif args.journal_export is not None:
+            source = ExportFile(args.journal_export)
+        analyzed = analyze(data, drops, source, before_secs=args.before, after_secs=args.after)
+    except ExportFormatError as exc:
+        raise CliError(str(exc), exitcodes.DATAERR) from None
+    except JournalUnavailable as exc:
+        raise CliError(str(exc), exitcodes.NOINPUT) from None
+    if args.format == "json":
+        print(json.dumps(to_json(analyzed), indent=2))
+    else:
+        print(to_text(analyzed))
+    return exitcodes.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration < 10:
         raise CliError(f"--duration {args.duration:g}: expected at least 10 seconds", exitcodes.USAGE)
@@ -188,7 +225,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "check-config": cmd_check_config,
     "report": cmd_report,
-    "analyze": _not_yet("nwp500d analyze", "the journal-correlation and root-cause issues #5 and #6"),
+    "analyze": cmd_analyze,
     "demo": cmd_demo,
     "sim": cmd_sim,
     "probe": _not_yet("nwp500d probe", "the network-diagnostics issue #7"),

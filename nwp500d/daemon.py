@@ -17,6 +17,9 @@ from nwp500d import __version__, exitcodes, logfields
 from nwp500d.clock import Clock, SystemClock, iso_utc
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_summary, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
+from nwp500d.journal.correlator import Correlator
+from nwp500d.journal.reader import JournalUnavailable, SystemdJournal, system_journal_problem
+from nwp500d.model import HostEvent
 from nwp500d.monitor import DeviceMonitor
 from nwp500d.mqtt.session import SessionEvent, SessionGaveUp, SessionSupervisor
 from nwp500d.mqtt.transport import CrtFactory, init_crt_logging, settings_from_config
@@ -38,6 +41,9 @@ START_EXTENSION_SECS = 60.0
 STATUS_REFRESH_SECS = 30.0
 WEDGED_SLACK_SECS = 60.0
 SESSION_SECTIONS = ("account", "navilink", "mqtt")
+NETWORK_BACK = {("link", "up"), ("network_manager", "carrier_gained"), ("network_manager", "manager_state"),
+                ("wifi", "connected"), ("dhcp", "bound"), ("dhcp", "lease_acquired"), ("dhcp", "ack"),
+                ("suspend", "resume")}
 LATER_SECTIONS = ("monitor", "journal", "exports", "metrics")
 
 
@@ -92,10 +98,40 @@ class Daemon:
         self.supervisor = SessionSupervisor(
             config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector
         )
+        self.journal = self._journal_source(config)
+        self.correlator = Correlator(
+            self.collector, self.journal, config.journal, ping_timeout_secs=config.mqtt.ping_timeout_secs,
+            without_source="unavailable" if config.journal.enabled else "disabled",
+        )
+        self.collector.on_connection_drop(self.correlator.on_drop)
         self.reporter = StatusReporter(self.notifier, self.supervisor, self.collector)
         self.supervisor.on_event(self.reporter.on_session_event)
         self.first_up = asyncio.Event()
         self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    @staticmethod
+    def _journal_source(config: Config) -> SystemdJournal | None:
+        """The journal to correlate with, or None (said once, with the reason and the fix)."""
+        if not config.journal.enabled:
+            return None
+        directory = Path(config.journal.directory) if config.journal.directory else None
+        problem = None if directory is not None else system_journal_problem()
+        source = None
+        if problem is None:
+            try:
+                source = SystemdJournal(directory)
+            except JournalUnavailable as exc:
+                problem = str(exc)
+        if problem is not None:
+            _log.warning("journal unavailable, drops will be recorded without host events: %s", problem,
+                         extra=logfields.event("journal_unavailable", NWP_CAUSE=problem))
+        return source
+
+    def _on_host_event(self, event: HostEvent) -> None:
+        """Live journal: a network that just came back cuts the reconnect backoff short."""
+        _log.debug("host event: %s %s %s", event.category, event.kind, event.message)
+        if not self.supervisor.is_connected and (event.category, event.kind) in NETWORK_BACK:
+            self.supervisor.wake()
 
     def _factory(self, config: Config) -> CrtFactory:
         return CrtFactory(settings_from_config(config.mqtt, config.mqtt.client_id or self.client_id),
@@ -128,6 +164,20 @@ class Daemon:
         _log.info("configuration reloaded (%s)", detail, extra=logfields.event("reloaded"))
         self.notifier.reloaded(self.reporter.line())
 
+    async def _complete_pending(self) -> None:
+        completed = await self.correlator.complete_pending()
+        if completed:
+            _log.info("correlated %d drops left pending by the previous run", completed)
+
+    def _follow_journal(self) -> Callable[[], None] | None:
+        if self.journal is None:
+            return None
+        try:
+            return self.journal.follow(asyncio.get_running_loop(), self._on_host_event)
+        except (OSError, JournalUnavailable) as exc:
+            _log.warning("cannot follow the journal live (%s); drops are still correlated afterwards", exc)
+            return None
+
     def _signals(self, install: bool) -> list[int]:
         if not install:
             return []
@@ -143,6 +193,7 @@ class Daemon:
         helpers = [
             asyncio.create_task(self.reporter.run(ready_after_secs), name="nwp500d.status"),
             asyncio.create_task(_tick(self.collector), name="nwp500d.tick"),
+            asyncio.create_task(self._complete_pending(), name="nwp500d.correlate-pending"),
             asyncio.create_task(export_periodically(self.history, self.exporter, config.exports.interval_secs),
                                 name="nwp500d.export"),
             asyncio.create_task(_monitor(config, self.supervisor, self.auth, self.client_id, self.first_up),
@@ -173,6 +224,7 @@ class Daemon:
                                         NWP_ENDPOINT=f"{config.mqtt.endpoint}:{config.mqtt.effective_port}"))
         session = asyncio.create_task(self.supervisor.run(), name="nwp500d.session")
         helpers = self._helpers(session, stop, ready_after_secs)
+        stop_following = self._follow_journal()
         try:
             await session
         except CredentialsRejected as exc:
@@ -187,6 +239,9 @@ class Daemon:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.correlator.close()  # windows still open stay "pending"; the next start completes them
+            if stop_following is not None:
+                stop_following()
             loop = asyncio.get_running_loop()
             for signum in installed:
                 loop.remove_signal_handler(signum)

@@ -22,6 +22,8 @@ MESSAGE_IDS: Final = {
     "storage_recovered": "34f3fd38da13497e850c6f4214bbfde2",
     "stopping": "58d02c73910b4200898d8a3a4383e045",
     "device_deaf": "b6fbd32f3aac4ff0af5a697dbdc02289",
+    "drop_correlated": "96b4c11f676342539e906d9894b98160",
+    "journal_unavailable": "1d5c0f3e8e2a4b6c9a7f21b0d4e3c5a8",
 }
 
 # Structured fields a log call may carry in ``extra=`` (journald gets them; plain stderr does not).
@@ -35,6 +37,8 @@ ATTEMPT: Final = "NWP_ATTEMPT"
 SESSION_KIND: Final = "NWP_SESSION_KIND"
 ENDPOINT: Final = "NWP_ENDPOINT"
 STATE_DIRECTORY: Final = "NWP_STATE_DIRECTORY"
+HOST_EVENTS: Final = "NWP_HOST_EVENTS"
+HOST_SUMMARY: Final = "NWP_HOST_SUMMARY"
 
 
 def event(name: str, **fields: object) -> dict[str, object]:

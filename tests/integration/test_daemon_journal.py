@@ -1,0 +1,98 @@
+"""The real daemon completes each drop with the host events of its window, from real .journal files."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nwp500d.config import JournalConfig
+from nwp500d.daemon import run_daemon
+from nwp500d.model import ConnectionDropEvent
+from nwp500d.mqtt.session import SessionEvent
+from nwp500d.secrets import Secret
+from nwp500d.sim.broker import find_mosquitto
+from nwp500d.sim.demo import DEMO_PASSWORD, simulator
+from nwp500d.store import EventStore
+from tests.journal_fixtures import JournalBuilder, journal_remote_available, kernel, write_journal
+
+try:
+    find_mosquitto()
+except Exception:  # noqa: BLE001 - without mosquitto there is no simulator to run against
+    pytest.skip("mosquitto is not installed (make test installs it as root)", allow_module_level=True)
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not journal_remote_available(), reason="systemd-journal-remote is not installed"),
+]
+
+
+async def test_drop_is_completed_with_the_link_loss_just_before_it(tmp_path: Path) -> None:
+    builder = JournalBuilder(now=datetime.now(UTC) - timedelta(seconds=3))
+    kernel(builder, "e1000e 0000:00:1f.6 eth0: NIC Link is Down")  # one second before "now"
+    write_journal(tmp_path / "journal" / "system.journal", builder.export_text(), 1)
+    async with simulator() as sim:
+        config = sim.config(tmp_path / "state")
+        config = dataclasses.replace(
+            config, journal=JournalConfig(enabled=True, directory=str(tmp_path / "journal"), after_secs=0.5)
+        )
+        events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(run_daemon(config, Secret(DEMO_PASSWORD, "test"), state_dir=tmp_path / "state",
+                                                stop=stop, on_session_event=events.put_nowait,
+                                                install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(30):
+                while (await events.get()).kind != "connected":
+                    pass
+                await sim.proxy.reset_all()
+                while (await events.get()).kind != "rebuilt":
+                    pass
+                store = EventStore(tmp_path / "state" / "events")
+                while not [r for r in store.load().records if r["kind"] == "drop_completed"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)  # the window closes after_secs after the drop: a file, not an event
+        finally:
+            stop.set()
+            result = await daemon
+        completed = next(r for r in EventStore(tmp_path / "state" / "events").load().records
+                         if r["kind"] == "drop_completed")
+        assert completed["correlation"] == "done"
+        assert [(e["category"], e["kind"], e["interface"]) for e in completed["host_events"]] == [
+            ("link", "down", "eth0")
+        ]
+        drop: ConnectionDropEvent = result.collector.get_recent_drops(1)[0]
+        assert drop.host_events == completed["host_events"]
+
+
+async def test_a_missing_journal_marks_drops_unavailable_never_empty(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    async with simulator() as sim:
+        config = dataclasses.replace(sim.config(tmp_path / "state"),
+                                     journal=JournalConfig(enabled=True, directory=str(tmp_path / "gone"),
+                                                           after_secs=0.1))
+        events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(run_daemon(config, Secret(DEMO_PASSWORD, "test"), state_dir=tmp_path / "state",
+                                                stop=stop, on_session_event=events.put_nowait,
+                                                install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(30):
+                while (await events.get()).kind != "connected":
+                    pass
+                await sim.proxy.reset_all()
+                while (await events.get()).kind != "rebuilt":
+                    pass
+                store = EventStore(tmp_path / "state" / "events")
+                while not [r for r in store.load().records if r["kind"] == "drop_completed"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await daemon
+    completed = next(r for r in EventStore(tmp_path / "state" / "events").load().records
+                     if r["kind"] == "drop_completed")
+    assert completed["correlation"] == "unavailable"
+    assert completed["host_events"] is None
+    assert "journal unavailable" in caplog.text
