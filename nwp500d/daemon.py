@@ -18,6 +18,7 @@ from nwp500d.clock import Clock, SystemClock, iso_utc
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_summary, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.journal.correlator import Correlator
+from nwp500d.journal.events import network_came_back
 from nwp500d.journal.reader import JournalUnavailable, SystemdJournal, system_journal_problem
 from nwp500d.model import HostEvent
 from nwp500d.monitor import DeviceMonitor
@@ -41,9 +42,6 @@ START_EXTENSION_SECS = 60.0
 STATUS_REFRESH_SECS = 30.0
 WEDGED_SLACK_SECS = 60.0
 SESSION_SECTIONS = ("account", "navilink", "mqtt")
-NETWORK_BACK = {("link", "up"), ("network_manager", "carrier_gained"), ("network_manager", "manager_state"),
-                ("wifi", "connected"), ("dhcp", "bound"), ("dhcp", "lease_acquired"), ("dhcp", "ack"),
-                ("suspend", "resume")}
 LATER_SECTIONS = ("monitor", "journal", "exports", "metrics")
 
 
@@ -130,7 +128,7 @@ class Daemon:
     def _on_host_event(self, event: HostEvent) -> None:
         """Live journal: a network that just came back cuts the reconnect backoff short."""
         _log.debug("host event: %s %s %s", event.category, event.kind, event.message)
-        if not self.supervisor.is_connected and (event.category, event.kind) in NETWORK_BACK:
+        if not self.supervisor.is_connected and network_came_back(event):
             self.supervisor.wake()
 
     def _factory(self, config: Config) -> CrtFactory:

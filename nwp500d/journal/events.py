@@ -562,3 +562,20 @@ def normalize(entry: Mapping[str, object]) -> HostEvent | None:
     unit = _name(entry, "_SYSTEMD_UNIT")
     return HostEvent(time=time, category=hit.category, kind=hit.kind, message=text[:MESSAGE_LIMIT],
                      unit=unit, interface=_interface(entry, hit), fields=hit.fields)
+
+
+_BACK_KINDS = frozenset({
+    ("link", "up"), ("network_manager", "carrier_gained"), ("network_manager", "dhcp_lease"),
+    ("network_manager", "wake"), ("wifi", "connected"), ("dhcp", "bound"), ("dhcp", "ack"),
+    ("dhcp", "lease_acquired"), ("suspend", "resume"),
+})
+
+
+def network_came_back(event: HostEvent) -> bool:
+    """Whether this event says connectivity may be back: worth reconnecting now rather than at the next backoff."""
+    if (event.category, event.kind) in _BACK_KINDS:
+        return True
+    state = event.fields.get("new_state", "").lower()
+    if event.kind == "manager_state":
+        return state.startswith("connected")
+    return event.category == "network_manager" and event.kind == "state_change" and state == "activated"

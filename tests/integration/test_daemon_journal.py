@@ -96,3 +96,43 @@ async def test_a_missing_journal_marks_drops_unavailable_never_empty(tmp_path: P
     assert completed["correlation"] == "unavailable"
     assert completed["host_events"] is None
     assert "journal unavailable" in caplog.text
+
+
+async def test_network_back_in_the_journal_cuts_the_backoff_short(tmp_path: Path) -> None:
+    builder = JournalBuilder(now=datetime.now(UTC) - timedelta(seconds=30))
+    kernel(builder, "e1000e 0000:00:1f.6 eth0: NIC Link is Down")
+    journal_file = tmp_path / "journal" / "system.journal"
+    write_journal(journal_file, builder.export_text(), 1)
+    async with simulator() as sim:
+        base = sim.config(tmp_path / "state")
+        config = dataclasses.replace(
+            base,
+            journal=JournalConfig(enabled=True, directory=str(tmp_path / "journal"), after_secs=0.1),
+            mqtt=dataclasses.replace(base.mqtt, initial_reconnect_delay=30.0, max_reconnect_delay=60.0),
+        )
+        events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(run_daemon(config, Secret(DEMO_PASSWORD, "test"), state_dir=tmp_path / "state",
+                                                stop=stop, on_session_event=events.put_nowait,
+                                                install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(60):
+                while (await events.get()).kind != "connected":
+                    pass
+                await sim.proxy.reset_all()
+                while (await events.get()).kind != "interrupted":
+                    pass
+                # The supervisor now waits 15-30 s before its first attempt; the link coming back ends that wait.
+                builder.entries.clear()
+                builder.now = datetime.now(UTC) - timedelta(seconds=1)
+                kernel(builder, "e1000e 0000:00:1f.6 eth0: NIC Link is Up 1000 Mbps Full Duplex, Flow Control: None")
+                appended = asyncio.get_running_loop().time()
+                await asyncio.to_thread(write_journal, journal_file, builder.export_text(), 1)
+                while (event := await events.get()).kind != "rebuilt":
+                    pass
+                assert asyncio.get_running_loop().time() - appended < 5.0
+                assert event.reconnect_seconds is not None
+                assert event.reconnect_seconds < 10.0
+        finally:
+            stop.set()
+            await daemon

@@ -84,3 +84,22 @@ def test_journal_file_span_reads_the_header(tmp_path: Path) -> None:
     (tmp_path / "b.journal").write_bytes(b"not a journal")
     assert journal_file_span(tmp_path / "b.journal") is None
     assert journal_file_span(tmp_path / "missing.journal") is None
+
+
+@pytest.mark.parametrize(
+    ("category", "kind", "fields", "back"),
+    [
+        ("link", "up", {}, True),
+        ("link", "down", {}, False),
+        ("network_manager", "manager_state", {"new_state": "CONNECTED_GLOBAL"}, True),
+        ("network_manager", "manager_state", {"new_state": "DISCONNECTED"}, False),
+        ("network_manager", "state_change", {"new_state": "activated"}, True),
+        ("network_manager", "state_change", {"new_state": "failed"}, False),
+        ("suspend", "resume", {}, True),
+        ("cron", "job", {}, False),
+    ],
+)
+def test_network_came_back(category: str, kind: str, fields: dict[str, str], back: bool) -> None:
+    from nwp500d.journal.events import network_came_back
+
+    assert network_came_back(HostEvent("2026-11-21T06:00:00.000Z", category, kind, "m", fields=fields)) is back
