@@ -1,0 +1,1 @@
+"""Root-cause analysis: the pure classifier and the renderers of its verdicts."""
