@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := mosquitto openssl systemd-journal-remote libsystemd-dev pkg-config gcc nftables conntrack iproute2
+DEB_PACKAGES := mosquitto openssl chromium systemd-journal-remote libsystemd-dev pkg-config gcc nftables conntrack iproute2
 
 .PHONY: test lint typecheck unit demo bench deps venv clean
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nwp500d import __version__, exitcodes
+from nwp500d.analysis.classify import Settings as ClassifierSettings
+from nwp500d.analysis.classify import classify
+from nwp500d.analysis.report import render_html, render_text
+from nwp500d.clock import iso_utc, parse_since
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, render_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.redact import REDACTED, Redactor
@@ -20,6 +26,7 @@ from nwp500d.secrets import Secret, load_password
 from nwp500d.state import EVENTS_DIR, open_history
 
 PROG = "nwp500d"
+REPORT_RETAINED = 10_000_000
 
 
 class CliError(Exception):
@@ -53,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(report)
     report.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                         help="state directory (default: from the config, $STATE_DIRECTORY, /var/lib/nwp500)")
-    report.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    report.add_argument("--format", choices=("text", "json", "html"), default="text",
+                        help="output format (default: text; html is one self-contained page)")
+    report.add_argument("--since", metavar="WHEN", help="only drops since WHEN: 24h, 7d, 90m or an ISO date/time")
 
     analyze = commands.add_parser(
         "analyze", help="re-correlate the drops of an exported diagnostics file with a journal, offline"
@@ -67,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="look back this far before the last good moment (default 120)")
     analyze.add_argument("--after", type=float, default=30.0, metavar="SECS",
                          help="look this far past the detection (default 30)")
-    analyze.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    analyze.add_argument("--format", choices=("text", "json", "html"), default="text",
+                         help="output format (default: text; html is one self-contained page)")
 
     demo = commands.add_parser("demo", help="run the real daemon against a local NaviLink simulator with faults")
     demo.add_argument("--duration", type=float, default=60.0, metavar="SECS", help="how long (default 60)")
@@ -126,18 +136,39 @@ def cmd_report(args: argparse.Namespace) -> int:
             exitcodes.NOINPUT,
         )
     collector = MqttDiagnosticsCollector(
-        max_events_retained=config.exports.max_events_retained,
+        max_events_retained=REPORT_RETAINED,  # the whole event log, not the daemon's in-memory window
         redactor=Redactor(redact_macs=config.exports.redact_mac_addresses),
     )
     history = open_history(state_dir, config, collector, persist=False)
+    now = datetime.now(UTC)
+    drops = collector.get_recent_drops(REPORT_RETAINED)
+    connections = collector.get_recent_connections(REPORT_RETAINED)
+    if args.since:
+        try:
+            since = iso_utc(parse_since(args.since, now))
+        except ValueError as exc:
+            raise CliError(str(exc), exitcodes.USAGE) from None
+        drops = [d for d in drops if d.timestamp >= since]
+        connections = [c for c in connections if c.timestamp >= since]
+    analysis = classify(drops, connections=connections, settings=_classifier_settings(config))
+    title = f"nwp500d report: {state_dir}"
     if args.format == "json":
-        print(collector.export_json())
-        return exitcodes.OK
-    print(f"state directory: {state_dir} ({len(history.loaded.records)} records "
-          f"in {history.loaded.files} files, {len(history.loaded.skipped)} skipped)")
-    print(f"last state: {_last_state(history.loaded.records)}")
-    print(collector.summary_text())
+        print(json.dumps({**analysis.to_dict(), "metrics": collector.get_metrics().to_dict()}, indent=2))
+    elif args.format == "html":
+        print(render_html(analysis, connections=connections, title=title, generated_at=iso_utc(now)))
+    else:
+        print(f"state directory: {state_dir} ({len(history.loaded.records)} records "
+              f"in {history.loaded.files} files, {len(history.loaded.skipped)} skipped)")
+        print(f"last state: {_last_state(history.loaded.records)}")
+        print(collector.summary_text())
+        print()
+        print(render_text(analysis, title=title))
     return exitcodes.OK
+
+
+def _classifier_settings(config: Config) -> ClassifierSettings:
+    return ClassifierSettings(keep_alive_secs=config.mqtt.keep_alive_secs,
+                              ping_timeout_secs=config.mqtt.ping_timeout_secs)
 
 
 def _last_state(records: Sequence[dict[str, Any]]) -> str:
@@ -192,9 +223,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise CliError(str(exc), exitcodes.DATAERR) from None
     except JournalUnavailable as exc:
         raise CliError(str(exc), exitcodes.NOINPUT) from None
+    completed = [dataclasses.replace(item.drop, host_events=item.host_events, correlation=item.correlation)
+                 for item in analyzed]
+    analysis = classify(completed)
+    title = f"nwp500d analyze: {args.export.name}"
     if args.format == "json":
-        print(json.dumps(to_json(analyzed), indent=2))
+        print(json.dumps({**analysis.to_dict(), "windows": to_json(analyzed)["drops"]}, indent=2))
+    elif args.format == "html":
+        print(render_html(analysis, title=title, generated_at=iso_utc(datetime.now(UTC))))
     else:
+        print(render_text(analysis, title=title))
+        print()
         print(to_text(analyzed))
     return exitcodes.OK
 

@@ -5,8 +5,9 @@ A clock is injected wherever time matters so that pure logic can be tested with 
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -49,3 +50,18 @@ def suspend_offset() -> float:
     Read at two moments, the difference is the suspended time between them, known without the journal.
     """
     return time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: a span back from now (``90m``, ``24h``, ``7d``, ``2w``) or an ISO date/time (UTC if no zone)."""
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return parse_iso_utc(text.strip())
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected a span like 24h, 7d, 90m or an ISO date/time") from None

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nwp500d import __version__, exitcodes, logfields
+from nwp500d.analysis.classify import Settings as ClassifierSettings
+from nwp500d.analysis.classify import classify
 from nwp500d.clock import Clock, SystemClock, iso_utc
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_summary, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.journal.correlator import Correlator
 from nwp500d.journal.events import network_came_back
 from nwp500d.journal.reader import JournalUnavailable, SystemdJournal, system_journal_problem
-from nwp500d.model import HostEvent
+from nwp500d.metrics import DaemonMetrics, MetricsListenError, MetricsServer, aws_credentials_expiry, serve_metrics
+from nwp500d.model import ConnectionDropEvent, HostEvent
 from nwp500d.monitor import DeviceMonitor
 from nwp500d.mqtt.session import SessionEvent, SessionGaveUp, SessionSupervisor
 from nwp500d.mqtt.transport import CrtFactory, init_crt_logging, settings_from_config
@@ -97,15 +100,45 @@ class Daemon:
             config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector
         )
         self.journal = self._journal_source(config)
+        self.classifier_settings = ClassifierSettings(keep_alive_secs=config.mqtt.keep_alive_secs,
+                                                      ping_timeout_secs=config.mqtt.ping_timeout_secs)
         self.correlator = Correlator(
             self.collector, self.journal, config.journal, ping_timeout_secs=config.mqtt.ping_timeout_secs,
-            without_source="unavailable" if config.journal.enabled else "disabled",
+            explain=self.explain, without_source="unavailable" if config.journal.enabled else "disabled",
         )
+        self.metrics_server: MetricsServer | None = None
         self.collector.on_connection_drop(self.correlator.on_drop)
+        self.metrics = DaemonMetrics(credentials_expiry=aws_credentials_expiry(self.auth))
+        self.supervisor.on_event(self.metrics.on_session_event)
+        self.collector.on_connection_drop(self.metrics.on_drop)
+        self.collector.on_record(self._on_record)
         self.reporter = StatusReporter(self.notifier, self.supervisor, self.collector)
         self.supervisor.on_event(self.reporter.on_session_event)
         self.first_up = asyncio.Event()
         self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    def _on_record(self, record: dict[str, object]) -> None:
+        if record.get("kind") == "drop_completed":
+            self.metrics.on_correlation(str(record.get("correlation")))
+            drop_id, cause = record.get("drop_id"), record.get("cause")
+            if isinstance(drop_id, str):
+                self.metrics.on_drop_classified(drop_id, cause if isinstance(cause, str) else None)
+
+    def explain(self, completed: ConnectionDropEvent | None) -> tuple[str | None, str | None]:
+        """Re-classify the whole retained history (cheap: ~25 µs a drop) with ``completed`` in it; keep the verdict
+        for snapshots and STATUS, and return the completed drop's own cause."""
+        drops = self.collector.get_recent_drops(self.collector.max_events_retained)
+        if completed is not None:
+            drops = [completed if d.drop_id == completed.drop_id else d for d in drops]
+        connections = self.collector.get_recent_connections(self.collector.max_events_retained)
+        analysis = classify(drops, connections=connections, settings=self.classifier_settings)
+        self.collector.verdict = {**analysis.verdict.to_dict(),
+                                  "secondary": [finding.to_dict() for finding in analysis.secondary]}
+        self.metrics.set_verdict(analysis.verdict.cause, analysis.verdict.subcause)
+        if completed is None:
+            return None, None
+        mine = next((v for v in analysis.drops if v.drop_id == completed.drop_id), None)
+        return (mine.cause, mine.subcause) if mine is not None else (None, None)
 
     @staticmethod
     def _journal_source(config: Config) -> SystemdJournal | None:
@@ -176,6 +209,36 @@ class Daemon:
             _log.warning("cannot follow the journal live (%s); drops are still correlated afterwards", exc)
             return None
 
+    async def _monitor(self) -> None:
+        """Once the session is first up, find the devices and poll them for as long as the daemon runs."""
+        await self.first_up.wait()
+        config, supervisor, auth = self.config, self.supervisor, self.auth
+        delay = 5.0
+        while True:
+            try:
+                devices = await auth.list_devices()
+                break
+            except NaviLinkUnavailable as exc:
+                _log.warning("device list unavailable (%s); retrying in %.0f s", exc.reason, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+        wanted = {mac.replace(":", "").replace("-", "").lower() for mac in config.monitor.devices}
+        chosen = [d for d in devices if not wanted or d.mac_address.lower() in wanted]
+        if not chosen:
+            _log.warning("no devices to poll (%d on the account); the session is monitored without a round-trip probe",
+                         len(devices))
+            return
+        monitor = DeviceMonitor(
+            supervisor, chosen, client_id=self.client_id, session_id=os.urandom(16).hex(),
+            interval_secs=config.monitor.status_interval_secs,
+            reply_timeout_secs=min(config.mqtt.operation_timeout_secs, config.monitor.status_interval_secs / 2),
+            deaf_after=config.monitor.deaf_after_timeouts,
+            on_round_trip=self.metrics.on_round_trip,
+        )
+        await monitor.start()
+        _log.info("polling %d device(s) every %g s", len(chosen), config.monitor.status_interval_secs)
+        await monitor.run()
+
     def _signals(self, install: bool) -> list[int]:
         if not install:
             return []
@@ -194,8 +257,7 @@ class Daemon:
             asyncio.create_task(self._complete_pending(), name="nwp500d.correlate-pending"),
             asyncio.create_task(export_periodically(self.history, self.exporter, config.exports.interval_secs),
                                 name="nwp500d.export"),
-            asyncio.create_task(_monitor(config, self.supervisor, self.auth, self.client_id, self.first_up),
-                                name="nwp500d.monitor"),
+            asyncio.create_task(self._monitor(), name="nwp500d.monitor"),
         ]
         if stop is not None:
             helpers.append(asyncio.create_task(_stop_when(stop, self.request_stop), name="nwp500d.stop"))
@@ -220,6 +282,12 @@ class Daemon:
         _log.info("nwp500d %s started; state directory %s", __version__, self.state_dir,
                   extra=logfields.event("started", NWP_STATE_DIRECTORY=str(self.state_dir),
                                         NWP_ENDPOINT=f"{config.mqtt.endpoint}:{config.mqtt.effective_port}"))
+        self.explain(None)  # a verdict from the reloaded history, before anything new happens
+        if config.metrics.listen:
+            try:
+                self.metrics_server = await serve_metrics(self.metrics, config.metrics.listen)
+            except MetricsListenError as exc:
+                _log.error("%s; continuing without /metrics", exc)
         session = asyncio.create_task(self.supervisor.run(), name="nwp500d.session")
         helpers = self._helpers(session, stop, ready_after_secs)
         stop_following = self._follow_journal()
@@ -240,6 +308,8 @@ class Daemon:
             await self.correlator.close()  # windows still open stay "pending"; the next start completes them
             if stop_following is not None:
                 stop_following()
+            if self.metrics_server is not None:
+                await self.metrics_server()
             loop = asyncio.get_running_loop()
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -318,12 +388,17 @@ class StatusReporter:
         self.publish()
 
     def line(self) -> str:
-        drops = [d.timestamp for d in self._collector.get_recent_drops(self._collector.max_events_retained)]
+        retained = self._collector.get_recent_drops(self._collector.max_events_retained)
+        last = retained[-1] if retained else None
+        cause = None
+        if last is not None and last.cause and last.error_name == self._last_error:
+            cause = f"{last.cause}/{last.subcause}" if last.subcause else last.cause
         return status_line(
             state=self._state,
             state_seconds=self._clock.monotonic() - self._since,
-            drops_24h=drops_within(drops, self._clock.wall()),
+            drops_24h=drops_within([d.timestamp for d in retained], self._clock.wall()),
             last_error=self._last_error,
+            cause=cause,
         )
 
     def publish(self, *, ready: bool = False) -> None:
@@ -341,36 +416,6 @@ class StatusReporter:
         while True:
             self.publish()
             await asyncio.sleep(STATUS_REFRESH_SECS)
-
-
-async def _monitor(config: Config, supervisor: SessionSupervisor, auth: NaviLinkClient, client_id: str,
-                   first_up: asyncio.Event) -> None:
-    """Once the session is first up, find the devices and poll them for as long as the daemon runs."""
-    await first_up.wait()
-    delay = 5.0
-    while True:
-        try:
-            devices = await auth.list_devices()
-            break
-        except NaviLinkUnavailable as exc:
-            _log.warning("device list unavailable (%s); retrying in %.0f s", exc.reason, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 300.0)
-    wanted = {mac.replace(":", "").replace("-", "").lower() for mac in config.monitor.devices}
-    chosen = [d for d in devices if not wanted or d.mac_address.lower() in wanted]
-    if not chosen:
-        _log.warning("no devices to poll (%d on the account); the session is monitored without a round-trip probe",
-                     len(devices))
-        return
-    monitor = DeviceMonitor(
-        supervisor, chosen, client_id=client_id, session_id=os.urandom(16).hex(),
-        interval_secs=config.monitor.status_interval_secs,
-        reply_timeout_secs=min(config.mqtt.operation_timeout_secs, config.monitor.status_interval_secs / 2),
-        deaf_after=config.monitor.deaf_after_timeouts,
-    )
-    await monitor.start()
-    _log.info("polling %d device(s) every %g s", len(chosen), config.monitor.status_interval_secs)
-    await monitor.run()
 
 
 def run(config: Config, password: Secret, state_dir: Path, config_path: Path | None = None) -> int:

@@ -59,6 +59,7 @@ class DeviceMonitor:
         reply_timeout_secs: float,
         deaf_after: int,
         clock: Clock | None = None,
+        on_round_trip: Callable[[float], None] | None = None,
     ) -> None:
         self._session = session
         self._devices = list(devices)
@@ -68,6 +69,7 @@ class DeviceMonitor:
         self._reply_timeout = reply_timeout_secs
         self._deaf_after = deaf_after
         self._clock = clock or SystemClock()
+        self._on_round_trip = on_round_trip
         self.health = {device.mac_address: DeviceHealth(device.mac_address) for device in self._devices}
         self._replied: dict[str, asyncio.Event] = {}
 
@@ -112,6 +114,8 @@ class DeviceMonitor:
         rtt = self._clock.monotonic() - started
         health.last_rtt_seconds = rtt
         health.rtts = [*health.rtts[-99:], rtt]
+        if self._on_round_trip is not None:
+            self._on_round_trip(rtt)
         return rtt
 
     def _on_message(self, topic: str, payload: bytes) -> None:

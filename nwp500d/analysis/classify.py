@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from nwp500d.analysis.verdict import Analysis, DropVerdict, Finding
-from nwp500d.clock import parse_iso_utc
+from nwp500d.clock import iso_utc, parse_iso_utc
 from nwp500d.model import ConnectionDropEvent, ConnectionEvent
 from nwp500d.summary import format_duration
 
@@ -157,7 +157,7 @@ def classify(
     _nat_idle(calls, settings)
     verdicts = tuple(
         DropVerdict(c.drop.timestamp, c.drop.error_name, c.cause, c.subcause, tuple(c.evidence),
-                    c.drop.duration_connected_seconds, list(c.drop.host_events or []))
+                    c.drop.duration_connected_seconds, c.drop.host_events or [], c.drop.drop_id)
         for c in calls
     )
     primary, secondary = _findings(calls, settings, hours)
@@ -177,7 +177,8 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
     if not 30 <= keep_alive <= 1200:
         return _Call(drop, "client_config", "keep_alive",
                      [f"keep-alive {keep_alive} s is outside AWS IoT's 30-1200 s range"])
-    strong, weak = _host_evidence(drop)
+    causal = _causal_events(drop)
+    strong, weak = _host_evidence(causal)
     if strong is not None:
         category, facts = strong
         return _Call(drop, "system_event", category, facts)
@@ -185,7 +186,7 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
         return _Call(drop, "system_event", "suspend",
                      [f"the host was suspended for {format_duration(drop.suspended_seconds)} during the session "
                       "(CLOCK_BOOTTIME - CLOCK_MONOTONIC)"])
-    if error.startswith("AWS_IO_DNS") or _has_category(drop, "dns"):
+    if error.startswith("AWS_IO_DNS") or any(e.get("category") == "dns" for e in causal):
         return _Call(drop, "network", "dns", [f"{error or 'the drop'} with DNS trouble in the window"])
     rate = drop.publish_rate_60s
     if rate is not None and (rate >= 0.8 * AWS_PUBLISH_LIMIT or
@@ -214,27 +215,40 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
 
 
 def _causal_events(drop: ConnectionDropEvent) -> list[dict[str, object]]:
+    """Host events in [last good moment - CAUSAL_BEFORE, detection + CAUSAL_AFTER]: earlier ones are history, later
+    ones are effects of the drop (the reconnect's DHCP renewal), not its cause."""
+    if not drop.host_events:
+        return []
     detected = parse_iso_utc(drop.timestamp)
     idle = (drop.seconds_since_last_activity or 0.0) + (drop.suspended_seconds or 0.0)
     start = detected - timedelta(seconds=idle + CAUSAL_BEFORE)
     end = detected + timedelta(seconds=CAUSAL_AFTER)
+    # Our own timestamps are fixed-width UTC ("2026-11-21T06:00:00.000Z") and sort as strings; anything else is
+    # parsed. Most of the classifier's time on a long history would otherwise go to parsing dates.
+    low, high = iso_utc(start), iso_utc(end)
     chosen = []
-    for event in drop.host_events or []:
-        when = _time(event.get("time"))
-        if when is not None and start <= when <= end:
+    for event in drop.host_events:
+        stamp = event.get("time")
+        if isinstance(stamp, str) and len(stamp) == 24 and stamp.endswith("Z"):
+            if low <= stamp <= high:
+                chosen.append(event)
+        elif (when := _time(stamp)) is not None and start <= when <= end:
             chosen.append(event)
     return chosen
 
 
-def _host_evidence(drop: ConnectionDropEvent) -> tuple[tuple[str, list[str]] | None, str | None]:
+def _host_evidence(events: list[dict[str, object]]) -> tuple[tuple[str, list[str]] | None, str | None]:
     """(strong category and its facts, or None; the first weak category seen, or None)."""
-    events = _causal_events(drop)
+    by_category: dict[object, list[dict[str, object]]] = {}
+    for event in events:
+        by_category.setdefault(event.get("category"), []).append(event)
     weak: str | None = None
     for category in CATEGORY_PRIORITY:
-        matching = [e for e in events if e.get("category") == category]
+        matching = by_category.get(category)
         if not matching:
             continue
-        strong = [e for e in matching if e.get("kind") in STRONG_KINDS.get(category, set()) and
+        strong_kinds = STRONG_KINDS.get(category, set())
+        strong = [e for e in matching if e.get("kind") in strong_kinds and
                   not (category == "network_manager" and _to_activated(e))]
         if strong:  # cron and time have no strong kinds: they only ever count as weak
             return (category, [_describe(e) for e in strong[:3]]), None
@@ -252,10 +266,6 @@ def _describe(event: dict[str, object]) -> str:
     when = str(event.get("time", ""))[11:19]
     where = f" {event.get('interface')}" if event.get("interface") else ""
     return f"{when} {event.get('category')}{where} {event.get('kind')}: {event.get('message')}"
-
-
-def _has_category(drop: ConnectionDropEvent, category: str) -> bool:
-    return any(e.get("category") == category for e in _causal_events(drop))
 
 
 # ------------------------------------------------------------------------------------------------ pass 2

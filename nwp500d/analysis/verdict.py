@@ -38,10 +38,11 @@ class DropVerdict:
     evidence: tuple[str, ...]
     duration_connected_seconds: float | None = None
     host_events: list[dict[str, Any]] = field(default_factory=list)
+    drop_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timestamp": self.timestamp, "error_name": self.error_name, "cause": self.cause,
-                "subcause": self.subcause, "evidence": list(self.evidence),
+        return {"timestamp": self.timestamp, "drop_id": self.drop_id, "error_name": self.error_name,
+                "cause": self.cause, "subcause": self.subcause, "evidence": list(self.evidence),
                 "duration_connected_seconds": self.duration_connected_seconds, "host_events": self.host_events}
 
 

@@ -9,7 +9,9 @@ drop is completed as ``unavailable`` (never as an empty list, which would read a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nwp500d import logfields
@@ -18,7 +20,10 @@ from nwp500d.config import JournalConfig
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.journal.correlate import drop_window, summarize
 from nwp500d.journal.reader import HostEventSource, JournalUnavailable
-from nwp500d.model import ConnectionDropEvent
+from nwp500d.model import ConnectionDropEvent, HostEvent
+
+Explainer = Callable[[ConnectionDropEvent], tuple[str | None, str | None]]
+"""Given the completed drop, its cause and sub-cause (the classifier, run over the whole history)."""
 
 _log = logging.getLogger("nwp500d.journal")
 
@@ -31,6 +36,7 @@ class Correlator:
         config: JournalConfig,
         *,
         ping_timeout_secs: float,
+        explain: Explainer | None = None,
         without_source: str = "unavailable",
         clock: Clock | None = None,
     ) -> None:
@@ -39,6 +45,7 @@ class Correlator:
         self._config = config
         self._ping_timeout = ping_timeout_secs
         self._clock = clock or SystemClock()
+        self._explain = explain
         self._without_source = without_source  # "unavailable" (cannot read) or "disabled" (journal.enabled: false)
         self._warned = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,23 +93,32 @@ class Correlator:
             before_secs=self._config.before_secs,
             after_secs=self._config.after_secs,
         )
-        if self._source is None:
-            self._collector.complete_drop(drop.drop_id, correlation=self._without_source)
+        events: list[HostEvent] | None = None
+        correlation = self._without_source
+        if self._source is not None:
+            try:
+                events = await asyncio.to_thread(self._source.window, window.start, window.end)
+                correlation = "done"
+            except (JournalUnavailable, OSError) as exc:
+                correlation = "unavailable"
+                if not self._warned:
+                    _log.warning("journal unreadable, drops are recorded without host events: %s", exc)
+                    self._warned = True
+        host_events = None if events is None else [event.to_dict() for event in events]
+        cause, subcause = (None, None)
+        if self._explain is not None:
+            cause, subcause = self._explain(dataclasses.replace(drop, correlation=correlation,
+                                                                host_events=host_events))
+        self._collector.complete_drop(drop.drop_id, correlation=correlation, host_events=host_events,
+                                      cause=cause, subcause=subcause)
+        if events is None:
             return
-        try:
-            events = await asyncio.to_thread(self._source.window, window.start, window.end)
-        except (JournalUnavailable, OSError) as exc:
-            if not self._warned:
-                _log.warning("journal unreadable, drops are recorded without host events: %s", exc)
-                self._warned = True
-            self._collector.complete_drop(drop.drop_id, correlation="unavailable")
-            return
-        self._collector.complete_drop(drop.drop_id, correlation="done",
-                                      host_events=[event.to_dict() for event in events])
-        _log.info("drop at %s (%s) window %s … %s: %s", drop.timestamp, drop.error_name or "unknown error",
-                  _short(window.start), _short(window.end), summarize(events),
+        because = f"; cause {cause}" + (f"/{subcause}" if subcause else "") if cause else ""
+        _log.info("drop at %s (%s) window %s … %s: %s%s", drop.timestamp, drop.error_name or "unknown error",
+                  _short(window.start), _short(window.end), summarize(events), because,
                   extra=logfields.event("drop_correlated", NWP_ERROR_NAME=drop.error_name or "",
-                                        NWP_HOST_EVENTS=len(events), NWP_HOST_SUMMARY=summarize(events)))
+                                        NWP_HOST_EVENTS=len(events), NWP_HOST_SUMMARY=summarize(events),
+                                        NWP_CAUSE=f"{cause}/{subcause}" if subcause else (cause or "")))
 
 
 def _short(moment: datetime) -> str:

@@ -59,7 +59,7 @@ class Simulator:
                 endpoint=self.broker.host, port=self.proxy.port, transport="wss-sigv4",
                 ca_file=str(self.broker.ca_file), keep_alive_secs=30, ping_timeout_secs=5.0,
                 connect_timeout_secs=10.0, operation_timeout_secs=5.0, initial_reconnect_delay=0.5,
-                max_reconnect_delay=8.0, stable_session_secs=5.0,
+                max_reconnect_delay=4.0, stable_session_secs=2.0,
             ),
             monitor=MonitorConfig(status_interval_secs=10.0),
             journal=JournalConfig(enabled=False),
@@ -118,7 +118,7 @@ async def _faults(sim: Simulator, duration: float, out: TextIO, rng: random.Rand
     """Scripted schedule: a server hangup every 20 s, a few random network cuts, one brief broker outage."""
     started = time.monotonic()
     cuts = sorted(rng.uniform(5, duration - 10) for _ in range(2))
-    outage_at = duration * 0.6
+    outage_at = min(duration * 0.6, duration - 14)  # over, and recovered from, well before the end
     # Nothing in the last 10 s, so the run ends on a recovered session.
     plan: list[tuple[float, str]] = [(t, "hangup") for t in range(20, int(duration) - 10, 20)]
     plan += [(t, "cut") for t in cuts] + [(outage_at, "outage")]

@@ -63,6 +63,9 @@ async def test_drop_is_completed_with_the_link_loss_just_before_it(tmp_path: Pat
         assert [(e["category"], e["kind"], e["interface"]) for e in completed["host_events"]] == [
             ("link", "down", "eth0")
         ]
+        assert (completed["cause"], completed["subcause"]) == ("system_event", "link")
+        latest = (tmp_path / "state" / "exports" / "diagnostics-latest.json").read_text()
+        assert '"cause": "insufficient_data"' in latest  # one drop is no pattern yet; the verdict says so
         drop: ConnectionDropEvent = result.collector.get_recent_drops(1)[0]
         assert drop.host_events == completed["host_events"]
 
@@ -136,3 +139,45 @@ async def test_network_back_in_the_journal_cuts_the_backoff_short(tmp_path: Path
         finally:
             stop.set()
             await daemon
+
+
+async def test_prometheus_metrics_from_the_running_daemon(tmp_path: Path) -> None:
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from nwp500d.config import MetricsConfig
+    from nwp500d.sim.broker import pick_free_ports
+
+    (port,) = pick_free_ports(1)
+    async with simulator() as sim:
+        config = dataclasses.replace(sim.config(tmp_path / "state"),
+                                     metrics=MetricsConfig(listen=f"127.0.0.1:{port}"))
+        events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(run_daemon(config, Secret(DEMO_PASSWORD, "test"), state_dir=tmp_path / "state",
+                                                stop=stop, on_session_event=events.put_nowait,
+                                                install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(30):
+                while (await events.get()).kind != "connected":
+                    pass
+                await sim.proxy.reset_all()
+                while (await events.get()).kind != "rebuilt":
+                    pass
+                async with aiohttp.ClientSession() as http:
+                    while True:  # the first status round trip follows the session by a moment
+                        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                            assert response.status == 200
+                            text = await response.text()
+                        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                                   for family in text_string_to_metric_families(text) for s in family.samples}
+                        if samples.get(("nwp500d_status_round_trip_seconds_count", ()), 0) >= 1:
+                            break
+                        await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await daemon
+    assert samples[("nwp500d_connected", ())] == 1
+    assert samples[("nwp500d_drops_total", (("cause", "pending"), ("error", "AWS_IO_SOCKET_CLOSED")))] == 1
+    assert samples[("nwp500d_sessions_total", (("kind", "rebuilt"),))] == 1
+    assert any(name == "nwp500d_credentials_expiry_timestamp_seconds" for name, _ in samples)

@@ -249,3 +249,34 @@ def test_settings_change_the_known_periods() -> None:
     drops = [drop(t, duration=900, error="AWS_ERROR_MQTT_UNEXPECTED_HANGUP") for t in times]
     assert verdict(drops, settings=Settings(credential_lifetime_secs=900))[:2] == \
         ("server_timeout", "credential_lifetime")
+
+
+def test_report_on_a_state_directory_and_analyze_on_an_export_agree(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from nwp500d.cli import main
+    from nwp500d.store import EventStore
+
+    store = EventStore(tmp_path / "events")
+    drops = []
+    for i, t in enumerate(irregular_times(6)):
+        host = [event(t - timedelta(seconds=40), "wifi", "disconnected", f"wlan0: CTRL-EVENT-DISCONNECTED #{i}")]
+        drops.append(drop(t, duration=900 + 1000 * i, host=host))
+    for d in drops:
+        store.append({"kind": "drop", **d.to_dict()})
+    store.close()
+    assert main(["report", "--state-dir", str(tmp_path), "--format", "json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert (reported["verdict"]["cause"], reported["verdict"]["subcause"]) == ("system_event", "wifi")
+    assert any("CTRL-EVENT-DISCONNECTED" in line for line in reported["verdict"]["evidence"])
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"metrics": {}, "recent_drops": [d.to_dict() for d in drops]}))
+    assert main(["analyze", str(export), "--format", "json"]) == 0
+    analyzed = json.loads(capsys.readouterr().out)
+    assert analyzed["verdict"] == reported["verdict"]
+    assert main(["analyze", str(export)]) == 0
+    text = capsys.readouterr().out
+    assert "system_event" in text
+    assert "Wi-Fi" in text or "wifi" in text

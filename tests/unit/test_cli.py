@@ -79,7 +79,23 @@ def test_report_json_is_the_export(tmp_path: Path, capsys: pytest.CaptureFixture
     data = json.loads(capsys.readouterr().out)
     assert data["metrics"]["total_connection_drops"] == 1
     assert data["metrics"]["connection_recovered"] == 1
-    assert data["recent_drops"][0]["duration_connected_seconds"] == 4000.0
+    assert data["drops"][0]["duration_connected_seconds"] == 4000.0
+    assert data["verdict"]["cause"] == "insufficient_data"  # one drop is not a pattern
+    assert set(data["verdict"]) >= {"cause", "subcause", "confidence", "evidence", "recommendation"}
+
+
+def test_report_html_and_since(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_state(tmp_path)
+    assert main(["report", "--state-dir", str(tmp_path), "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<svg" in page
+    assert main(["report", "--state-dir", str(tmp_path), "--since", "2030-01-01T00:00:00Z", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drops"] == []
+    assert main(["report", "--state-dir", str(tmp_path), "--since", "2026-01-01", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["drops"]) == 1
+    assert main(["report", "--state-dir", str(tmp_path), "--since", "yesterday"]) == 64
+    assert "--since 'yesterday': expected a span like 24h" in capsys.readouterr().err
 
 
 def test_report_on_a_missing_state_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
