@@ -60,12 +60,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    records = build(args.drops, args.events_per_drop, args.seed)
-    encoded = [json.dumps(r) for r in records]
+    encoded = [json.dumps(r) for r in build(args.drops, args.events_per_drop, args.seed)]
     built = time.perf_counter() - started
     parse_times, classify_times = [], []
     verdict = None
+    analysis: Any = None
     for _ in range(args.repeats):
+        drops, analysis = [], None  # release the previous repeat's objects: each repeat starts alike
         gc.collect()
         gc.disable()
         t0 = time.perf_counter()

@@ -40,6 +40,7 @@ WEAK_MAJORITY = 0.5
 REGULAR_CV = 0.1
 
 CATEGORY_PRIORITY = ("suspend", "link", "wifi", "network_manager", "dhcp", "time", "cron")
+_RANK = {category: rank for rank, category in enumerate(CATEGORY_PRIORITY)}
 WEAK_CATEGORIES = frozenset({"cron", "time", "dhcp"})
 STRONG_KINDS = {
     "suspend": {"suspend", "resume", "hibernate"},
@@ -219,42 +220,56 @@ def _causal_events(drop: ConnectionDropEvent) -> list[dict[str, object]]:
     ones are effects of the drop (the reconnect's DHCP renewal), not its cause."""
     if not drop.host_events:
         return []
-    detected = parse_iso_utc(drop.timestamp)
     idle = (drop.seconds_since_last_activity or 0.0) + (drop.suspended_seconds or 0.0)
-    start = detected - timedelta(seconds=idle + CAUSAL_BEFORE)
-    end = detected + timedelta(seconds=CAUSAL_AFTER)
-    # Our own timestamps are fixed-width UTC ("2026-11-21T06:00:00.000Z") and sort as strings; anything else is
-    # parsed. Most of the classifier's time on a long history would otherwise go to parsing dates.
-    low, high = iso_utc(start), iso_utc(end)
+    stamp = drop.timestamp
+    if len(stamp) == 24 and stamp.endswith("Z"):  # our canonical form: naive arithmetic, no time zones to convert
+        naive = datetime.fromisoformat(stamp[:-1])
+        low = (naive - timedelta(seconds=idle + CAUSAL_BEFORE)).isoformat(timespec="milliseconds") + "Z"
+        high = (naive + timedelta(seconds=CAUSAL_AFTER)).isoformat(timespec="milliseconds") + "Z"
+    else:
+        detected = parse_iso_utc(stamp)
+        low = iso_utc(detected - timedelta(seconds=idle + CAUSAL_BEFORE))
+        high = iso_utc(detected + timedelta(seconds=CAUSAL_AFTER))
+    try:
+        return [event for event in drop.host_events if low <= event["time"] <= high]
+    except (TypeError, KeyError):  # an imported export with odd host events: take the careful path
+        pass
+    start, end = parse_iso_utc(low), parse_iso_utc(high)
     chosen = []
     for event in drop.host_events:
-        stamp = event.get("time")
-        if isinstance(stamp, str) and len(stamp) == 24 and stamp.endswith("Z"):
-            if low <= stamp <= high:
-                chosen.append(event)
-        elif (when := _time(stamp)) is not None and start <= when <= end:
+        when = _time(event.get("time")) if isinstance(event, dict) else None
+        if when is not None and start <= when <= end:
             chosen.append(event)
     return chosen
 
 
 def _host_evidence(events: list[dict[str, object]]) -> tuple[tuple[str, list[str]] | None, str | None]:
-    """(strong category and its facts, or None; the first weak category seen, or None)."""
-    by_category: dict[object, list[dict[str, object]]] = {}
-    for event in events:
-        by_category.setdefault(event.get("category"), []).append(event)
+    """(the most telling strong category and its facts, or None; the most telling weak category, or None).
+
+    One pass over the events: this runs for every drop of a possibly years-long history."""
+    best: str | None = None
     weak: str | None = None
-    for category in CATEGORY_PRIORITY:
-        matching = by_category.get(category)
-        if not matching:
+    for event in events:
+        category = event.get("category")
+        if not isinstance(category, str) or category not in _RANK:
             continue
-        strong_kinds = STRONG_KINDS.get(category, set())
-        strong = [e for e in matching if e.get("kind") in strong_kinds and
-                  not (category == "network_manager" and _to_activated(e))]
-        if strong:  # cron and time have no strong kinds: they only ever count as weak
-            return (category, [_describe(e) for e in strong[:3]]), None
-        if category in WEAK_CATEGORIES and weak is None:
+        rank = _RANK[category]
+        if _is_strong(category, event):
+            if best is None or rank < _RANK[best]:
+                best = category
+        elif category in WEAK_CATEGORIES and (weak is None or rank < _RANK[weak]):
             weak = category
-    return None, weak
+    if best is None:
+        return None, weak
+    facts = [_describe(e) for e in events if e.get("category") == best and _is_strong(best, e)]
+    return (best, facts[:3]), None
+
+
+def _is_strong(category: str, event: dict[str, object]) -> bool:
+    """cron and time have no strong kinds: they only ever count as weak."""
+    if event.get("kind") not in STRONG_KINDS.get(category, ()):
+        return False
+    return not (category == "network_manager" and _to_activated(event))
 
 
 def _to_activated(event: dict[str, object]) -> bool:
