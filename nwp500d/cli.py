@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("sim", help="start only the NaviLink simulator and print a config for `run`")
     sim.add_argument("--state-dir", type=Path, default=Path("nwp500d-sim"), metavar="DIR",
                      help="state directory to put in the printed config (default ./nwp500d-sim)")
-    commands.add_parser("probe", help="one-shot network check of the configured endpoint (not yet available)")
+    probe = commands.add_parser("probe", help="check the configured endpoint: DNS, TCP connect and TLS handshake times")
+    _add_config(probe)
+    probe.add_argument("--count", type=int, default=1, metavar="N", help="probes to run (default 1)")
+    probe.add_argument("--interval", type=float, default=5.0, metavar="SECS", help="between probes (default 5)")
+    probe.add_argument("--endpoint", metavar="HOST:PORT", help="probe this instead of the configured endpoint")
+    probe.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     return parser
 
 
@@ -183,13 +188,6 @@ def _last_state(records: Sequence[dict[str, Any]]) -> str:
     return "no sessions recorded yet"
 
 
-def _not_yet(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(_args: argparse.Namespace) -> int:
-        raise CliError(f"{what} is not yet available in nwp500d {__version__} (it arrives with {issue})",
-                       exitcodes.UNAVAILABLE)
-    return handler
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config, password = _config_and_password(args.config)
     if not config.account.email:
@@ -238,6 +236,52 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from nwp500d.netdiag.counters import read_counters
+    from nwp500d.netdiag.netstat import delta
+    from nwp500d.netdiag.probes import EndpointProber
+
+    config = _config(args.config, required=args.config is not None)
+    host, port = config.mqtt.endpoint, config.mqtt.effective_port
+    if args.endpoint:
+        host, sep, port_text = args.endpoint.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise CliError(f"--endpoint {args.endpoint!r}: expected HOST:PORT", exitcodes.USAGE)
+        port = int(port_text)
+    if args.count < 1 or args.interval < 0:
+        raise CliError("--count must be at least 1 and --interval not negative", exitcodes.USAGE)
+    prober = EndpointProber(host, port, ca_file=config.mqtt.ca_file, tls=config.mqtt.transport != "tcp",
+                            timeout=config.netdiag.probe_timeout_secs)
+
+    async def run() -> list[dict[str, Any]]:
+        results = []
+        for index in range(args.count):
+            result = await prober.probe()
+            results.append(result.to_dict())
+            if args.format == "text":
+                print(result.line(), flush=True)
+            if index + 1 < args.count:
+                await asyncio.sleep(args.interval)
+        return results
+
+    before = read_counters()
+    try:
+        results = asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+    counters = delta(before, read_counters())
+    failed = sum(1 for r in results if not r["ok"])
+    if args.format == "json":
+        print(json.dumps({"endpoint": f"{host}:{port}", "probes": results, "netstat_delta": counters}, indent=2))
+    else:
+        times = sorted(r["tcp_seconds"] for r in results if r["tcp_seconds"] is not None)
+        spread = f"; tcp min/median/max {times[0] * 1000:.0f}/{times[len(times) // 2] * 1000:.0f}/" \
+                 f"{times[-1] * 1000:.0f} ms" if times else ""
+        print(f"{len(results) - failed} of {len(results)} probes succeeded{spread}")
+        print("kernel TCP counters during the run: " + ", ".join(f"{k} +{v}" for k, v in counters.items()))
+    return exitcodes.OK if not failed else exitcodes.UNAVAILABLE
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration < 10:
         raise CliError(f"--duration {args.duration:g}: expected at least 10 seconds", exitcodes.USAGE)
@@ -267,7 +311,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": cmd_analyze,
     "demo": cmd_demo,
     "sim": cmd_sim,
-    "probe": _not_yet("nwp500d probe", "the network-diagnostics issue #7"),
+    "probe": cmd_probe,
 }
 
 

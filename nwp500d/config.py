@@ -123,6 +123,14 @@ class JournalConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class NetDiagConfig(_Validated):
+    enabled: bool = _opt(True, why="probe the endpoint and read kernel TCP counters at each drop")
+    probe_timeout_secs: float = _opt(5.0, lo=0.5, hi=60, why="bound on each probe step (DNS, TCP connect, TLS)")
+    probe_interval_secs: float = _opt(900.0, lo=60, hi=86400, why="period of the baseline probe between drops")
+    link_events: bool = _opt(True, why="watch rtnetlink for link and route changes (cuts the backoff short)")
+
+
+@dataclass(frozen=True)
 class ExportsConfig(_Validated):
     state_directory: str | None = _opt(None, why="null: $STATE_DIRECTORY, else /var/lib/nwp500")
     interval_secs: float = _opt(300.0, lo=10, hi=86400, why="snapshot period")
@@ -157,6 +165,7 @@ class Config(_Validated):
     mqtt: MqttConnectionConfig = field(default_factory=MqttConnectionConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    netdiag: NetDiagConfig = field(default_factory=NetDiagConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nwp500d import __version__, exitcodes, logfields
 from nwp500d.analysis.classify import Settings as ClassifierSettings
@@ -29,6 +30,8 @@ from nwp500d.mqtt.session import SessionEvent, SessionGaveUp, SessionSupervisor
 from nwp500d.mqtt.transport import CrtFactory, init_crt_logging, settings_from_config
 from nwp500d.navilink.auth import NaviLinkClient
 from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
+from nwp500d.netdiag.counters import CounterSampler
+from nwp500d.netdiag.probes import EndpointProber, ProbeResult
 from nwp500d.redact import Redactor
 from nwp500d.secrets import Secret
 from nwp500d.state import export_periodically, open_history, snapshot_exporter, stable_client_id
@@ -40,6 +43,8 @@ _log = logging.getLogger("nwp500d")
 
 TOKEN_CACHE = "navilink-tokens.json"
 TICK_SECS = 1.0
+COUNTER_EVERY_TICKS = 10
+UP_KINDS = ("connected", "rebuilt", "deep_reconnected")
 READY_AFTER_SECS = 45.0  # below the unit's TimeoutStartSec=90s: an unreachable cloud must not fail the boot
 START_EXTENSION_SECS = 60.0
 STATUS_REFRESH_SECS = 30.0
@@ -96,15 +101,27 @@ class Daemon:
             refresh_margin_secs=config.navilink.token_refresh_margin_secs,
             request_timeout_secs=config.navilink.request_timeout_secs,
         )
+        self.counters = CounterSampler() if config.netdiag.enabled else None
+        self.prober = EndpointProber(config.mqtt.endpoint, config.mqtt.effective_port, ca_file=config.mqtt.ca_file,
+                                     tls=config.mqtt.transport != "tcp", timeout=config.netdiag.probe_timeout_secs)
+        self._probes: dict[str, asyncio.Task[ProbeResult]] = {}
         self.supervisor = SessionSupervisor(
-            config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector
+            config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector,
+            network_evidence=self.counters.evidence if self.counters is not None else None,
         )
+        if self.counters is not None:
+            counters = self.counters
+            self.supervisor.on_event(
+                lambda event: counters.session_started() if event.kind in UP_KINDS else None
+            )
+            self.collector.on_connection_drop(self._probe_at_drop)
         self.journal = self._journal_source(config)
         self.classifier_settings = ClassifierSettings(keep_alive_secs=config.mqtt.keep_alive_secs,
                                                       ping_timeout_secs=config.mqtt.ping_timeout_secs)
         self.correlator = Correlator(
             self.collector, self.journal, config.journal, ping_timeout_secs=config.mqtt.ping_timeout_secs,
-            explain=self.explain, without_source="unavailable" if config.journal.enabled else "disabled",
+            explain=self.explain, enrich=self._probe_result,
+            without_source="unavailable" if config.journal.enabled else "disabled",
         )
         self.metrics_server: MetricsServer | None = None
         self.collector.on_connection_drop(self.correlator.on_drop)
@@ -116,6 +133,31 @@ class Daemon:
         self.supervisor.on_event(self.reporter.on_session_event)
         self.first_up = asyncio.Event()
         self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    def _probe_at_drop(self, drop: ConnectionDropEvent) -> None:
+        """Probe the endpoint right away (the result joins the drop when its journal window closes)."""
+        if drop.drop_id is not None:
+            self._probes[drop.drop_id] = asyncio.create_task(self.prober.probe(), name="nwp500d.probe")
+
+    async def _probe_result(self, drop: ConnectionDropEvent) -> dict[str, Any] | None:
+        task = self._probes.pop(drop.drop_id or "", None)
+        if task is None:
+            return None
+        try:
+            async with asyncio.timeout(4 * self.prober.timeout):
+                result = await task
+        except TimeoutError:
+            return None
+        return {"probe": result.to_dict()}
+
+    async def _baseline_probes(self) -> None:
+        """A probe between drops, so a drop's timings can be compared with normal ones."""
+        while True:
+            result = await self.prober.probe()
+            if self.collector.daemon_info is not None:
+                self.collector.daemon_info["network_baseline"] = result.to_dict()
+            _log.debug("baseline probe: %s", result.line())
+            await asyncio.sleep(self.config.netdiag.probe_interval_secs)
 
     def _on_record(self, record: dict[str, object]) -> None:
         if record.get("kind") == "drop_completed":
@@ -253,7 +295,7 @@ class Daemon:
         config = self.config
         helpers = [
             asyncio.create_task(self.reporter.run(ready_after_secs), name="nwp500d.status"),
-            asyncio.create_task(_tick(self.collector), name="nwp500d.tick"),
+            asyncio.create_task(_tick(self.collector, self.counters), name="nwp500d.tick"),
             asyncio.create_task(self._complete_pending(), name="nwp500d.correlate-pending"),
             asyncio.create_task(export_periodically(self.history, self.exporter, config.exports.interval_secs),
                                 name="nwp500d.export"),
@@ -261,6 +303,8 @@ class Daemon:
         ]
         if stop is not None:
             helpers.append(asyncio.create_task(_stop_when(stop, self.request_stop), name="nwp500d.stop"))
+        if config.netdiag.enabled:
+            helpers.append(asyncio.create_task(self._baseline_probes(), name="nwp500d.baseline-probe"))
         interval = watchdog_interval()
         if interval is not None:
             limit = config.mqtt.connect_timeout_secs + config.mqtt.max_reconnect_delay + WEDGED_SLACK_SECS
@@ -302,9 +346,9 @@ class Daemon:
             self.notifier.stopping(f"stopped: {exc}")
             return exitcodes.UNAVAILABLE
         finally:
-            for task in helpers:
+            for task in [*helpers, *self._probes.values()]:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await asyncio.gather(*helpers, *self._probes.values(), return_exceptions=True)
             await self.correlator.close()  # windows still open stay "pending"; the next start completes them
             if stop_following is not None:
                 stop_following()
@@ -340,9 +384,13 @@ async def run_daemon(
     return DaemonResult(code, daemon.collector, state_dir)
 
 
-async def _tick(collector: MqttDiagnosticsCollector) -> None:
+async def _tick(collector: MqttDiagnosticsCollector, counters: CounterSampler | None) -> None:
+    ticks = 0
     while True:
         collector.tick()
+        if counters is not None and ticks % COUNTER_EVERY_TICKS == 0:
+            counters.sample()
+        ticks += 1
         await asyncio.sleep(TICK_SECS)
 
 

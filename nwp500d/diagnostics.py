@@ -296,6 +296,7 @@ class MqttDiagnosticsCollector:
         host_events: list[dict[str, Any]] | None = None,
         cause: str | None = None,
         subcause: str | None = None,
+        network: dict[str, Any] | None = None,
     ) -> bool:
         """Attach what was learned once the drop's journal window closed. False if the drop is no longer retained."""
         record = {
@@ -306,6 +307,7 @@ class MqttDiagnosticsCollector:
             "host_events": self.redactor.value(host_events) if host_events else host_events,
             "cause": cause,
             "subcause": subcause,
+            "network": self.redactor.value(network) if network else None,
         }
         found = self._apply_completion(record)
         self._emit(record)
@@ -446,6 +448,9 @@ class MqttDiagnosticsCollector:
                 event.host_events = record.get("host_events")
                 event.cause = record.get("cause")
                 event.subcause = record.get("subcause")
+                extra = record.get("network")
+                if isinstance(extra, dict) and extra:
+                    event.network = {**(event.network or {}), **extra}
                 return True
         return False
 

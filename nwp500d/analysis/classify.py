@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from nwp500d.analysis.verdict import Analysis, DropVerdict, Finding
 from nwp500d.clock import iso_utc, parse_iso_utc
@@ -38,6 +39,8 @@ CAUSAL_BEFORE = 30.0  # host events this long before the last good moment can st
 CAUSAL_AFTER = 5.0
 WEAK_MAJORITY = 0.5
 REGULAR_CV = 0.1
+LOSS_RETRANS = 10
+LOSS_TIMEOUTS = 3
 
 CATEGORY_PRIORITY = ("suspend", "link", "wifi", "network_manager", "dhcp", "time", "cron")
 _RANK = {category: rank for rank, category in enumerate(CATEGORY_PRIORITY)}
@@ -187,6 +190,11 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
         return _Call(drop, "system_event", "suspend",
                      [f"the host was suspended for {format_duration(drop.suspended_seconds)} during the session "
                       "(CLOCK_BOOTTIME - CLOCK_MONOTONIC)"])
+    network = drop.network if isinstance(drop.network, dict) else {}
+    probe_errors = _errors_of(network.get("probe"))
+    if "dns" in probe_errors:
+        return _Call(drop, "network", "dns",
+                     [f"resolving the endpoint failed right after the drop: {probe_errors['dns']}"])
     if error.startswith("AWS_IO_DNS") or any(e.get("category") == "dns" for e in causal):
         return _Call(drop, "network", "dns", [f"{error or 'the drop'} with DNS trouble in the window"])
     rate = drop.publish_rate_60s
@@ -205,10 +213,9 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
                      [f"the session lasted {format_duration(duration)}, AWS IoT's 24 h WebSocket limit"])
     if error.startswith(NETWORK_DOWN_ERRORS):
         return _Call(drop, "network", "link", [f"{error}: no route to the endpoint"])
-    netstat = (drop.network or {}).get("netstat_session") if isinstance(drop.network, dict) else None
-    if isinstance(netstat, dict) and (netstat.get("RetransSegs", 0) or 0) >= 10:
-        return _Call(drop, "network", "packet_loss",
-                     [f"{netstat.get('RetransSegs')} TCP retransmissions during the session"])
+    lossy = _loss_evidence(network)
+    if lossy is not None:
+        return _Call(drop, "network", "packet_loss", [lossy])
     facts = [f"{error or 'unknown error'} after a {format_duration(duration)} session"]
     if weak is not None:
         facts.append(f"a {weak} event was near")
@@ -448,6 +455,28 @@ def _span_hours(drops: Sequence[ConnectionDropEvent], connections: Sequence[Conn
     if len(stamps) < 2:
         return 0.0
     return (max(stamps) - min(stamps)).total_seconds() / 3600
+
+
+def _errors_of(probe: object) -> dict[str, str]:
+    errors = probe.get("errors") if isinstance(probe, dict) else None
+    return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
+
+
+def _loss_evidence(network: dict[str, Any]) -> str | None:
+    """Kernel counters that say packets were lost (host-wide, so only clear excesses count)."""
+    for key, span in (("netstat_last_minute", "in the last minute"), ("netstat_session", "during the session")):
+        counters = network.get(key)
+        if not isinstance(counters, dict):
+            continue
+        retrans = _int(counters.get("RetransSegs"))
+        timeouts = _int(counters.get("TCPTimeouts"))
+        if retrans >= LOSS_RETRANS or timeouts >= LOSS_TIMEOUTS:
+            return f"{retrans} TCP retransmissions and {timeouts} TCP timeouts {span} before the drop"
+    return None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _median(values: Sequence[float]) -> float | None:

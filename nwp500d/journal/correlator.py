@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from nwp500d import logfields
 from nwp500d.clock import Clock, SystemClock, parse_iso_utc
@@ -24,6 +25,9 @@ from nwp500d.model import ConnectionDropEvent, HostEvent
 
 Explainer = Callable[[ConnectionDropEvent], tuple[str | None, str | None]]
 """Given the completed drop, its cause and sub-cause (the classifier, run over the whole history)."""
+
+Enricher = Callable[[ConnectionDropEvent], Awaitable[dict[str, Any] | None]]
+"""More network evidence for the drop (the probe started when it was detected), merged into its record."""
 
 _log = logging.getLogger("nwp500d.journal")
 
@@ -37,6 +41,7 @@ class Correlator:
         *,
         ping_timeout_secs: float,
         explain: Explainer | None = None,
+        enrich: Enricher | None = None,
         without_source: str = "unavailable",
         clock: Clock | None = None,
     ) -> None:
@@ -46,6 +51,7 @@ class Correlator:
         self._ping_timeout = ping_timeout_secs
         self._clock = clock or SystemClock()
         self._explain = explain
+        self._enrich = enrich
         self._without_source = without_source  # "unavailable" (cannot read) or "disabled" (journal.enabled: false)
         self._warned = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,12 +111,14 @@ class Correlator:
                     _log.warning("journal unreadable, drops are recorded without host events: %s", exc)
                     self._warned = True
         host_events = None if events is None else [event.to_dict() for event in events]
+        network = await self._enrich(drop) if self._enrich is not None else None
         cause, subcause = (None, None)
         if self._explain is not None:
+            merged = {**(drop.network or {}), **(network or {})} or None
             cause, subcause = self._explain(dataclasses.replace(drop, correlation=correlation,
-                                                                host_events=host_events))
+                                                                host_events=host_events, network=merged))
         self._collector.complete_drop(drop.drop_id, correlation=correlation, host_events=host_events,
-                                      cause=cause, subcause=subcause)
+                                      cause=cause, subcause=subcause, network=network)
         if events is None:
             return
         because = f"; cause {cause}" + (f"/{subcause}" if subcause else "") if cause else ""

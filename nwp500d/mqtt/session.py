@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from nwp500d import logfields
 from nwp500d.clock import Clock, SystemClock, suspend_offset
@@ -123,8 +123,10 @@ class SessionSupervisor:
         collector: MqttDiagnosticsCollector,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
+        network_evidence: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        self._network_evidence = network_evidence
         self._factory = factory
         self._credentials = credentials
         self.collector = collector
@@ -343,6 +345,12 @@ class SessionSupervisor:
             self._backoff.reset()
         suspended = max(0.0, suspend_offset() - live.suspend_offset)
         age = self._credentials.credentials_age_seconds()
+        network = None
+        if self._network_evidence is not None:
+            try:
+                network = self._network_evidence()
+            except Exception:  # noqa: BLE001 - evidence is a bonus; the drop must be recorded regardless
+                _log.exception("collecting network evidence failed")
         await self.collector.record_connection_drop(
             error=SessionDropped(reason),
             reconnect_attempt=0,
@@ -351,6 +359,7 @@ class SessionSupervisor:
             credentials_age_seconds=age,
             suspended_seconds=round(suspended, 3),
             keep_alive_secs=self._factory.keep_alive_secs,
+            network=network,
         )
         hint = likely_cause(reason.name)
         _log.warning(

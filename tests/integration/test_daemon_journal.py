@@ -97,7 +97,12 @@ async def test_drop_is_completed_with_the_link_loss_just_before_it(tmp_path: Pat
     assert [(e["category"], e["kind"], e["interface"]) for e in completed["host_events"]] == [("link", "down", "eth0")]
     assert (completed["cause"], completed["subcause"]) == ("system_event", "link")
     assert running.result is not None
-    assert running.result.collector.get_recent_drops(1)[0].host_events == completed["host_events"]
+    recorded = running.result.collector.get_recent_drops(1)[0]
+    assert recorded.host_events == completed["host_events"]
+    assert recorded.network is not None
+    assert "RetransSegs" in recorded.network["netstat_session"]  # kernel counters at the moment of the drop
+    assert recorded.network["probe"]["ok"] is True  # the endpoint answered a probe right after the drop
+    assert recorded.network["probe"]["tls_seconds"] is not None
     latest = (running.state / "exports" / "diagnostics-latest.json").read_text()
     assert '"cause": "insufficient_data"' in latest  # one drop is no pattern yet; the verdict says so
 

@@ -103,6 +103,9 @@ def test_keep_alive_above_nat_timeouts_is_nat_suspect_even_without_idle_data() -
         ("AWS_IO_DNS_QUERY_AGAIN", None, ("network", "dns")),
         ("AWS_IO_SOCKET_NETWORK_DOWN", None, ("network", "link")),
         ("AWS_IO_SOCKET_TIMEOUT", {"netstat_session": {"RetransSegs": 40}}, ("network", "packet_loss")),
+        ("AWS_ERROR_MQTT_TIMEOUT", {"netstat_last_minute": {"RetransSegs": 2, "TCPTimeouts": 4}},
+         ("network", "packet_loss")),
+        ("AWS_IO_SOCKET_CLOSED", {"probe": {"errors": {"dns": "resolution failed"}}}, ("network", "dns")),
     ],
 )
 def test_network_subcauses_from_errors_and_counters(error: str, network: dict[str, Any] | None,

@@ -54,15 +54,6 @@ def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--duration 3: expected at least 10 seconds" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["probe"]])
-def test_placeholders_say_so_honestly(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(command) == 69
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not yet available" in captured.err
-    assert len(captured.err.strip().splitlines()) == 1
-
-
 def test_report_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_state(tmp_path)
     assert main(["report", "--state-dir", str(tmp_path)]) == 0
