@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from nwp500d.mqtt.transport import CrtFactory, init_crt_logging, settings_from_c
 from nwp500d.navilink.auth import NaviLinkClient
 from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
 from nwp500d.netdiag.counters import CounterSampler
+from nwp500d.netdiag.link import LinkEvent, LinkMonitor, LinkMonitorUnavailable
+from nwp500d.netdiag.link import describe as describe_link_event
 from nwp500d.netdiag.probes import EndpointProber, ProbeResult
 from nwp500d.redact import Redactor
 from nwp500d.secrets import Secret
@@ -45,6 +48,7 @@ TOKEN_CACHE = "navilink-tokens.json"
 TICK_SECS = 1.0
 COUNTER_EVERY_TICKS = 10
 UP_KINDS = ("connected", "rebuilt", "deep_reconnected")
+LINK_EVENTS_KEPT = 32
 READY_AFTER_SECS = 45.0  # below the unit's TimeoutStartSec=90s: an unreachable cloud must not fail the boot
 START_EXTENSION_SECS = 60.0
 STATUS_REFRESH_SECS = 30.0
@@ -105,9 +109,11 @@ class Daemon:
         self.prober = EndpointProber(config.mqtt.endpoint, config.mqtt.effective_port, ca_file=config.mqtt.ca_file,
                                      tls=config.mqtt.transport != "tcp", timeout=config.netdiag.probe_timeout_secs)
         self._probes: dict[str, asyncio.Task[ProbeResult]] = {}
+        self.link_events: deque[dict[str, str | None]] = deque(maxlen=LINK_EVENTS_KEPT)
+        self.link_monitor = LinkMonitor(self._on_link_event) if config.netdiag.link_events else None
         self.supervisor = SessionSupervisor(
             config=config.mqtt, factory=self._factory(config), credentials=self.auth, collector=self.collector,
-            network_evidence=self.counters.evidence if self.counters is not None else None,
+            network_evidence=self._network_evidence if config.netdiag.enabled else None,
         )
         if self.counters is not None:
             counters = self.counters
@@ -133,6 +139,33 @@ class Daemon:
         self.supervisor.on_event(self.reporter.on_session_event)
         self.first_up = asyncio.Event()
         self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    def _network_evidence(self) -> dict[str, Any]:
+        """At the moment of a drop: kernel counters, and the link/route changes seen in the last minutes."""
+        evidence = self.counters.evidence() if self.counters is not None else {}
+        if self.link_events:
+            evidence["link_events"] = list(self.link_events)
+        return evidence
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        """rtnetlink: kept as drop evidence; a network that comes back cuts the reconnect backoff short."""
+        self.link_events.append({"time": iso_utc(SystemClock().wall()), "kind": event.kind,
+                                 "interface": event.interface, "detail": describe_link_event(event)})
+        level = logging.INFO if event.kind in ("carrier_down", "default_route_lost") else logging.DEBUG
+        _log.log(level, "network: %s", describe_link_event(event))
+        if self.link_monitor is not None and not self.supervisor.is_connected \
+                and self.link_monitor.network_is_back(event):
+            _log.info("network is back (%s): reconnecting now", describe_link_event(event))
+            self.supervisor.wake()
+
+    def _start_link_monitor(self) -> None:
+        if self.link_monitor is None:
+            return
+        try:
+            self.link_monitor.start(asyncio.get_running_loop())
+        except LinkMonitorUnavailable as exc:
+            _log.warning("link and route events unavailable (%s); drops are still detected by the MQTT ping", exc)
+            self.link_monitor = None
 
     def _probe_at_drop(self, drop: ConnectionDropEvent) -> None:
         """Probe the endpoint right away (the result joins the drop when its journal window closes)."""
@@ -335,6 +368,7 @@ class Daemon:
         session = asyncio.create_task(self.supervisor.run(), name="nwp500d.session")
         helpers = self._helpers(session, stop, ready_after_secs)
         stop_following = self._follow_journal()
+        self._start_link_monitor()
         try:
             await session
         except CredentialsRejected as exc:
@@ -352,6 +386,8 @@ class Daemon:
             await self.correlator.close()  # windows still open stay "pending"; the next start completes them
             if stop_following is not None:
                 stop_following()
+            if self.link_monitor is not None:
+                self.link_monitor.stop()
             if self.metrics_server is not None:
                 await self.metrics_server()
             loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ Every verdict lists the facts it used, in words a user can check against their o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 from collections import Counter
@@ -183,6 +184,8 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
                      [f"keep-alive {keep_alive} s is outside AWS IoT's 30-1200 s range"])
     causal = _causal_events(drop)
     strong, weak = _host_evidence(causal)
+    if strong is None:
+        strong = _link_evidence(drop)
     if strong is not None:
         category, facts = strong
         return _Call(drop, "system_event", category, facts)
@@ -270,6 +273,22 @@ def _host_evidence(events: list[dict[str, object]]) -> tuple[tuple[str, list[str
         return None, weak
     facts = [_describe(e) for e in events if e.get("category") == best and _is_strong(best, e)]
     return (best, facts[:3]), None
+
+
+def _link_evidence(drop: ConnectionDropEvent) -> tuple[str, list[str]] | None:
+    """rtnetlink's own record (no journal needed): the link or default route went away in the causal window."""
+    network = drop.network if isinstance(drop.network, dict) else {}
+    events = network.get("link_events")
+    if not isinstance(events, list):
+        return None
+    as_host = [{"time": e.get("time"), "category": "link", "kind": e.get("kind")}
+               for e in events if isinstance(e, dict)]
+    window = _causal_events(dataclasses.replace(drop, host_events=as_host))
+    lost = [e for e in window if e.get("kind") in ("carrier_down", "default_route_lost")]
+    if not lost:
+        return None
+    facts = [f"{str(e.get('time'))[11:19]} rtnetlink: {e.get('kind')}" for e in lost[:3]]
+    return "link", facts
 
 
 def _is_strong(category: str, event: dict[str, object]) -> bool:

@@ -283,3 +283,14 @@ def test_report_on_a_state_directory_and_analyze_on_an_export_agree(
     text = capsys.readouterr().out
     assert "system_event" in text
     assert "Wi-Fi" in text or "wifi" in text
+
+
+def test_rtnetlink_link_loss_without_a_journal() -> None:
+    drops = []
+    for i, t in enumerate(irregular_times(4)):
+        link = [{"time": iso_utc(t - timedelta(seconds=20)), "kind": "carrier_down", "interface": "eth0",
+                 "detail": "eth0 carrier down"}]
+        drops.append(drop(t, duration=800 + 900 * i, network={"link_events": link}))
+    cause, sub, evidence = verdict(drops)
+    assert (cause, sub) == ("system_event", "link")
+    assert any("rtnetlink: carrier_down" in line for line in evidence)
