@@ -23,7 +23,7 @@ from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.redact import REDACTED, Redactor
 from nwp500d.secrets import Secret, load_password
-from nwp500d.state import EVENTS_DIR, open_history
+from nwp500d.state import EVENTS_DIR, KEEPALIVE_RESULT, load_nat_bracket, open_history
 
 PROG = "nwp500d"
 REPORT_RETAINED = 10_000_000
@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="look this far past the detection (default 30)")
     analyze.add_argument("--format", choices=("text", "json", "html"), default="text",
                          help="output format (default: text; html is one self-contained page)")
+
+    experiment = commands.add_parser(
+        "experiment", help="estimate the NAT idle timeout on the path to the cloud (keep-alive experiment)")
+    kinds = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    keepalive = kinds.add_parser("keepalive", help="hold idle sessions at several keep-alives; bracket the NAT timeout")
+    _add_config(keepalive)
+    keepalive.add_argument("--rounds", type=int, default=3, help="bisection rounds (default 3; each takes up to "
+                                                                "2 x (keep-alive + ping timeout))")
+    keepalive.add_argument("--parallel", type=int, default=3, help="sessions held at once per round (default 3)")
+    keepalive.add_argument("--min", dest="lo", type=int, default=30, help="smallest keep-alive to try (default 30)")
+    keepalive.add_argument("--max", dest="hi", type=int, default=1200, help="largest keep-alive to try (default 1200)")
+    keepalive.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
     demo = commands.add_parser("demo", help="run the real daemon against a local NaviLink simulator with faults")
     demo.add_argument("--duration", type=float, default=60.0, metavar="SECS", help="how long (default 60)")
@@ -155,7 +167,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CliError(str(exc), exitcodes.USAGE) from None
         drops = [d for d in drops if d.timestamp >= since]
         connections = [c for c in connections if c.timestamp >= since]
-    analysis = classify(drops, connections=connections, settings=_classifier_settings(config))
+    analysis = classify(drops, connections=connections, settings=_classifier_settings(config, state_dir))
     title = f"nwp500d report: {state_dir}"
     if args.format == "json":
         print(json.dumps({**analysis.to_dict(), "metrics": collector.get_metrics().to_dict()}, indent=2))
@@ -171,9 +183,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _classifier_settings(config: Config) -> ClassifierSettings:
+def _classifier_settings(config: Config, state_dir: Path | None = None) -> ClassifierSettings:
     return ClassifierSettings(keep_alive_secs=config.mqtt.keep_alive_secs,
-                              ping_timeout_secs=config.mqtt.ping_timeout_secs)
+                              ping_timeout_secs=config.mqtt.ping_timeout_secs,
+                              nat_bracket=load_nat_bracket(state_dir) if state_dir is not None else None)
 
 
 def _last_state(records: Sequence[dict[str, Any]]) -> str:
@@ -282,6 +295,58 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return exitcodes.OK if not failed else exitcodes.UNAVAILABLE
 
 
+def cmd_keepalive_experiment(args: argparse.Namespace) -> int:
+    """Separate client ids derived from the stable one, so the monitored session is never disturbed."""
+    from nwp500d.mqtt.transport import settings_from_config
+    from nwp500d.navilink.auth import NaviLinkClient
+    from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
+    from nwp500d.netdiag.keepalive import crt_trial_factory, run_experiment
+    from nwp500d.state import stable_client_id
+    from nwp500d.store import atomic_write, ensure_directory
+
+    config, password = _config_and_password(args.config)
+    if password is None or not config.account.email:
+        raise CliError("the experiment signs in like the daemon: set account.email and a password source "
+                       "($NAVIEN_PASSWORD, account.password_file or the systemd credential)", exitcodes.CONFIG)
+    if not 1 <= args.lo < args.hi or args.rounds < 1 or args.parallel < 1:
+        raise CliError("expected 1 <= --min < --max, and --rounds and --parallel of at least 1", exitcodes.USAGE)
+    state_dir = config.state_directory()
+    try:
+        client_id = config.mqtt.client_id or stable_client_id(state_dir)
+    except OSError:
+        client_id = config.mqtt.client_id or f"nwp500d-experiment-{os.getpid()}"
+
+    async def run() -> dict[str, Any]:
+        async with NaviLinkClient(config.navilink.base_url, config.account.email or "", password.value,
+                                  cache_path=None,
+                                  request_timeout_secs=config.navilink.request_timeout_secs) as auth:
+            await auth.sign_in()
+            factory = crt_trial_factory(settings_from_config(config.mqtt, client_id), auth.aws_credentials)
+            result = await run_experiment(
+                factory, base_client_id=client_id, rounds=args.rounds, parallel=args.parallel, lo_limit=args.lo,
+                hi_limit=args.hi, ping_timeout_ms=int(config.mqtt.ping_timeout_secs * 1000),
+                on_progress=(lambda p: print(p.text, flush=True)) if args.format == "text" else None,
+            )
+        if args.format == "text":
+            print(result.summary)
+        return result.as_dict()
+
+    try:
+        data = asyncio.run(run())
+    except CredentialsRejected as exc:
+        raise CliError(str(exc), exitcodes.NOPERM) from None
+    except NaviLinkUnavailable as exc:
+        raise CliError(f"NaviLink unavailable: {exc}", exitcodes.UNAVAILABLE) from None
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    try:  # the classifier reads the bracket as evidence for nat_idle_timeout
+        ensure_directory(state_dir / "exports")
+        atomic_write(state_dir / "exports" / KEEPALIVE_RESULT, json.dumps(data, indent=2).encode())
+    except OSError as exc:
+        print(f"{PROG}: note: result not saved in {state_dir} ({exc.strerror})", file=sys.stderr)
+    return exitcodes.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration < 10:
         raise CliError(f"--duration {args.duration:g}: expected at least 10 seconds", exitcodes.USAGE)
@@ -312,6 +377,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "sim": cmd_sim,
     "probe": cmd_probe,
+    "experiment": cmd_keepalive_experiment,
 }
 
 

@@ -37,7 +37,7 @@ from nwp500d.netdiag.link import describe as describe_link_event
 from nwp500d.netdiag.probes import EndpointProber, ProbeResult
 from nwp500d.redact import Redactor
 from nwp500d.secrets import Secret
-from nwp500d.state import export_periodically, open_history, snapshot_exporter, stable_client_id
+from nwp500d.state import export_periodically, load_nat_bracket, open_history, snapshot_exporter, stable_client_id
 from nwp500d.status import drops_within, status_line
 from nwp500d.store import ensure_directory
 from nwp500d.systemd import Notifier, setup_logging, watchdog_interval, watchdog_loop
@@ -123,7 +123,8 @@ class Daemon:
             self.collector.on_connection_drop(self._probe_at_drop)
         self.journal = self._journal_source(config)
         self.classifier_settings = ClassifierSettings(keep_alive_secs=config.mqtt.keep_alive_secs,
-                                                      ping_timeout_secs=config.mqtt.ping_timeout_secs)
+                                                      ping_timeout_secs=config.mqtt.ping_timeout_secs,
+                                                      nat_bracket=load_nat_bracket(state_dir))
         self.correlator = Correlator(
             self.collector, self.journal, config.journal, ping_timeout_secs=config.mqtt.ping_timeout_secs,
             explain=self.explain, enrich=self._probe_result,

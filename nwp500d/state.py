@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -93,3 +94,20 @@ async def export_periodically(
         history.store.flush_pending()
         if exporter.write(history.collector.export_json()) is not None and written is not None:
             written.set()
+
+
+KEEPALIVE_RESULT = "keepalive-experiment.json"
+
+
+def load_nat_bracket(state_dir: Path) -> tuple[int | None, int | None] | None:
+    """The NAT idle-timeout bracket the last keep-alive experiment saved, as classifier evidence (None: none)."""
+    try:
+        data = json.loads((state_dir / EXPORTS_DIR / KEEPALIVE_RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    lower, upper = data.get("lower_secs"), data.get("upper_secs")
+    if not all(value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in (lower, upper)):
+        return None
+    return lower, upper

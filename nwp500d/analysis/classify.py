@@ -131,6 +131,7 @@ class Settings:
     credential_lifetime_secs: float = 3600.0
     min_drops: int = 3
     baseline_hours: float = 24.0
+    nat_bracket: tuple[int | None, int | None] | None = None  # from `nwp500d experiment keepalive`: (lower, upper]
 
 
 @dataclass
@@ -394,6 +395,14 @@ def _nat_idle(calls: list[_Call], settings: Settings) -> None:
         return
     idle = [c for c in timeouts if (c.drop.seconds_since_last_activity or 0) >= NAT_IDLE_SUSPECT]
     keep_alive = max((c.drop.keep_alive_secs or settings.keep_alive_secs) for c in timeouts)
+    measured = settings.nat_bracket[1] if settings.nat_bracket else None
+    if measured is not None and keep_alive >= measured:
+        lower = settings.nat_bracket[0] if settings.nat_bracket else None
+        for call in timeouts:
+            call.cause, call.subcause = "network", "nat_idle_timeout"
+            call.evidence = [f"the keep-alive experiment measured the NAT forgetting idle connections after "
+                             f"{lower or 0}-{measured} s; keep-alive {keep_alive} s is above that"]
+        return
     if len(idle) / len(timeouts) >= 0.6 or keep_alive >= NAT_IDLE_SUSPECT:
         for call in timeouts:
             call.cause, call.subcause = "network", "nat_idle_timeout"

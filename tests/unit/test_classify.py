@@ -294,3 +294,11 @@ def test_rtnetlink_link_loss_without_a_journal() -> None:
     cause, sub, evidence = verdict(drops)
     assert (cause, sub) == ("system_event", "link")
     assert any("rtnetlink: carrier_down" in line for line in evidence)
+
+
+def test_a_measured_nat_bracket_names_the_nat() -> None:
+    drops = [drop(t, duration=900 + 700 * i, idle=50) for i, t in enumerate(irregular_times(4))]
+    assert verdict(drops)[:2] == ("network", None)  # short idle, keep-alive 60: nothing points at a NAT
+    cause, sub, evidence = verdict(drops, settings=Settings(nat_bracket=(40, 50)))
+    assert (cause, sub) == ("network", "nat_idle_timeout")
+    assert any("measured the NAT forgetting idle connections after 40-50 s" in line for line in evidence)
