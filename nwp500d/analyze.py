@@ -45,6 +45,8 @@ def load_export(path: Path) -> tuple[dict[str, Any], list[ConnectionDropEvent]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # an absurdly long number, or nesting deeper than Python recurses
+        raise ExportError(f"{path}: not usable JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise ExportError(f"{path}: expected a JSON object with the keys 'metrics' and 'recent_drops'")
     missing = [key for key in ("metrics", "recent_drops") if key not in data]
@@ -71,14 +73,15 @@ def analyze(
     config = daemon.get("config") if isinstance(daemon, dict) else None
     if not isinstance(config, dict):
         config = {}
-    ping = float(config.get("ping_timeout_secs") or DEFAULT_PING_TIMEOUT_SECS)
+    ping = _seconds(config.get("ping_timeout_secs"), DEFAULT_PING_TIMEOUT_SECS)
+    keep_alive_default = _seconds(config.get("keep_alive_secs"), DEFAULT_KEEP_ALIVE_SECS)
     analyzed = []
     for drop in drops:
         window = drop_window(
             parse_iso_utc(drop.timestamp),
             seconds_since_last_activity=drop.seconds_since_last_activity,
             suspended_seconds=drop.suspended_seconds,
-            keep_alive_secs=drop.keep_alive_secs or config.get("keep_alive_secs") or DEFAULT_KEEP_ALIVE_SECS,
+            keep_alive_secs=drop.keep_alive_secs or keep_alive_default,
             ping_timeout_secs=ping,
             before_secs=before_secs,
             after_secs=after_secs,
@@ -89,6 +92,13 @@ def analyze(
         else:
             analyzed.append(AnalyzedDrop(drop, window, list(drop.host_events or []), drop.correlation or "none"))
     return analyzed
+
+
+def _seconds(value: Any, default: float) -> float:
+    """An export's own settings are untrusted input: anything but a sane number means the default."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e6:
+        return float(value)
+    return default
 
 
 def to_json(analyzed: list[AnalyzedDrop]) -> dict[str, Any]:

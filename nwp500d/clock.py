@@ -38,10 +38,13 @@ def iso_utc(moment: datetime) -> str:
 
 def parse_iso_utc(text: str) -> datetime:
     """Inverse of :func:`iso_utc`; also accepts ``+00:00`` offsets and naive values (taken as UTC)."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00": outside what datetime can hold in UTC
+        raise ValueError(f"timestamp {text[:40]!r} is out of range") from None
 
 
 def suspend_offset() -> float:

@@ -146,14 +146,16 @@ class MetricsConfig(_Validated):
     listen: str | None = _opt(None, why="host:port for Prometheus /metrics, e.g. 127.0.0.1:9500; null disables")
 
 
-CrtLogLevel = Literal["off", "fatal", "error", "warn", "info", "debug", "trace"]
+CrtLogLevel = Literal["off", "fatal", "error", "warn", "info"]
 
 
 @dataclass(frozen=True)
 class LoggingConfig(_Validated):
     level: Literal["debug", "info", "warning", "error"] = _opt("info", why="daemon log level")
     verbose_diagnostics: bool = _opt(False, why="log every recorded event (the guide's enable_verbose_logging)")
-    crt_log_level: Literal["off", "fatal", "error", "warn", "info", "debug", "trace"] = _opt(
+    # No debug/trace: at those levels awscrt writes the SigV4-signed WebSocket URL (session token included) to
+    # stderr, past the redaction every other log line goes through.
+    crt_log_level: Literal["off", "fatal", "error", "warn", "info"] = _opt(
         "warn", why="awscrt's own log (the only place per-attempt CRT errors appear)"
     )
 
@@ -259,7 +261,8 @@ def cross_problems(section: Any) -> list[tuple[str, str]]:
             problems.append(("endpoint", "must not be empty"))
     if isinstance(section, MetricsConfig) and section.listen is not None:
         host, sep, port = section.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
+                or not 1 <= int(port) <= 65535:
             problems.append(("listen", "expected host:port, e.g. 127.0.0.1:9500"))
     if isinstance(section, MonitorConfig):
         for mac in section.devices:
@@ -291,14 +294,21 @@ def load_config(path: Path | str) -> Config:
 def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return Config()
+        return typing.cast(Config, _build(Config, root, source, ""))
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise ConfigError(f"{source}:{line}: not valid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    if root is None:
-        return Config()
-    return typing.cast(Config, _build(Config, root, source, ""))
+        raise ConfigError(f"{source}:{line}: not valid YAML: {_one_line(str(exc.problem))}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character in the file
+        raise ConfigError(f"{source}: not valid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid here: nested deeper than any configuration needs") from None
+
+
+def _one_line(text: str) -> str:
+    """Error messages quote the file; they must stay one line whatever the file holds."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:300]
 
 
 def _where(source: str, node: yaml.Node) -> str:
@@ -323,7 +333,7 @@ def _build(cls: type[Any], node: yaml.Node, source: str, prefix: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"did you mean {prefix}{close[0]}?" if close else "expected one of: " + ", ".join(sorted(names))
-            raise ConfigError(f"{_where(source, key_node)}: {prefix}{key}: unknown key; {hint}")
+            raise ConfigError(f"{_where(source, key_node)}: {prefix}{_one_line(str(key))[:60]}: unknown key; {hint}")
         if key in values:
             raise ConfigError(f"{_where(source, key_node)}: {prefix}{key}: given twice")
         hint = hints[key]
@@ -367,19 +377,25 @@ def _scalar(node: yaml.Node, hint: Any, source: str, path: str) -> Any:
             for item in node.value:
                 if not isinstance(item, yaml.ScalarNode):
                     raise ConfigError(f"{_where(source, item)}: {path}: list items must be strings")
-                items.append(_construct(item))
+                items.append(_construct(item, source, path))
             return tuple(items)
         raise ConfigError(f"{_where(source, node)}: {path}: got a list; expected {_describe_type(hint)}")
     if isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{_where(source, node)}: {path}: got a mapping; expected {_describe_type(hint)}")
-    value = _construct(node)
+    value = _construct(node, source, path)
     if typing.get_origin(hint) is tuple and value is None:
         return ()
     return value
 
 
-def _construct(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+def _construct(node: yaml.Node, source: str, path: str) -> Any:
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # An unknown tag (!foo), an impossible date (2001-13-45), !!int abc, a 5000-digit number…
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{_where(source, node)}: {path}: cannot read this value: {_one_line(str(problem))}") \
+            from None
 
 
 def render_config(config: Config, *, redact: bool = True) -> str:

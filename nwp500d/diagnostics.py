@@ -35,6 +35,7 @@ from nwp500d.model import (
     MqttMetrics,
     RecordError,
     attempt_bucket,
+    validate_completion,
 )
 from nwp500d.redact import Redactor
 from nwp500d.summary import format_summary
@@ -442,6 +443,7 @@ class MqttDiagnosticsCollector:
 
     def _apply_completion(self, record: Mapping[str, Any]) -> bool:
         drop_id = record.get("drop_id")
+        validate_completion(record)
         for event in reversed(self._drops):
             if event.drop_id == drop_id:
                 event.correlation = record.get("correlation")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, Self
 
 SUCCESS_EVENT_TYPES = ("connected", "resumed", "rebuilt", "deep_reconnected")
@@ -44,9 +45,59 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
 def _number(value: Any, where: str, key: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError(f"{where}: {key} must be a number or null, got {value!r:.60}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or abs(value) > MAX_SECONDS:
+        raise RecordError(f"{where}: {key} must be a finite number or null, got {_show(value)}")
     return float(value)
+
+
+def _optional(value: Any, kind: type, where: str, key: str) -> Any:
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is int)):
+        raise RecordError(f"{where}: {key} must be {kind.__name__} or null, got {_show(value)}")
+    return value
+
+
+def _timestamp(value: Any, where: str) -> str:
+    """Stored and exported timestamps must parse and lie in a sane range (arithmetic on year 9999 overflows)."""
+    if not isinstance(value, str):
+        raise RecordError(f"{where}: timestamp must be an ISO-8601 string, got {_show(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise RecordError(f"{where}: timestamp {_show(value)} is not ISO-8601") from None
+    if not 1970 <= parsed.year <= 2200:
+        raise RecordError(f"{where}: timestamp {_show(value)} is outside 1970-2200")
+    return value
+
+
+def _host_events(value: Any, where: str) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise RecordError(f"{where}: host_events must be a list of objects or null")
+    for item in value:
+        stamp = item.get("time")
+        if stamp is not None:
+            _timestamp(stamp, f"{where}: host event")
+    return value
+
+
+def validate_completion(record: Any, where: str = "drop_completed") -> None:
+    """The second record of a drop: what it may carry, checked before it is merged into the drop."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: expected an object")
+    for key in ("drop_id", "correlation", "cause", "subcause"):
+        _optional(record.get(key), str, where, key)
+    _host_events(record.get("host_events"), where)
+    _optional(record.get("network"), dict, where, "network")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+MAX_SECONDS = 1e10  # ~300 years: anything larger is corruption, and overflows date arithmetic
 
 
 _DROP_COUNTERS = (
@@ -92,11 +143,16 @@ class ConnectionDropEvent:
     @classmethod
     def from_dict(cls, data: Any, where: str = "drop") -> Self:
         event: Self = _build(cls, data, where)
-        if not isinstance(event.timestamp, str):
-            raise RecordError(f"{where}: timestamp must be an ISO-8601 string")
-        event.duration_connected_seconds = _number(
-            event.duration_connected_seconds, where, "duration_connected_seconds"
-        )
+        _timestamp(event.timestamp, where)
+        for key in ("duration_connected_seconds", "publish_rate_60s", "seconds_since_last_activity",
+                    "credentials_age_seconds", "suspended_seconds"):
+            setattr(event, key, _number(getattr(event, key), where, key))
+        for key in ("error_name", "error_message", "drop_id", "session_id", "cause", "subcause", "correlation"):
+            _optional(getattr(event, key), str, where, key)
+        _optional(event.error_code, int, where, "error_code")
+        _optional(event.keep_alive_secs, int, where, "keep_alive_secs")
+        _optional(event.network, dict, where, "network")
+        event.host_events = _host_events(event.host_events, where)
         for key in _DROP_COUNTERS:
             value = getattr(event, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -123,11 +179,15 @@ class ConnectionEvent:
     @classmethod
     def from_dict(cls, data: Any, where: str = "connection") -> Self:
         event: Self = _build(cls, data, where)
-        if not isinstance(event.timestamp, str):
-            raise RecordError(f"{where}: timestamp must be an ISO-8601 string")
-        event.time_to_reconnect_seconds = _number(
-            event.time_to_reconnect_seconds, where, "time_to_reconnect_seconds"
-        )
+        _timestamp(event.timestamp, where)
+        for key in ("time_to_reconnect_seconds", "credentials_age_seconds"):
+            setattr(event, key, _number(getattr(event, key), where, key))
+        if not isinstance(event.event_type, str):
+            raise RecordError(f"{where}: event_type must be a string")
+        if isinstance(event.attempt_number, bool) or not isinstance(event.attempt_number, int):
+            raise RecordError(f"{where}: attempt_number must be an integer, got {_show(event.attempt_number)}")
+        _optional(event.return_code, int, where, "return_code")
+        _optional(event.session_id, str, where, "session_id")
         return event
 
 

@@ -44,12 +44,13 @@ def restore_history(collector: MqttDiagnosticsCollector, store: EventStore) -> L
     """Load the event log into ``collector``. A record this version cannot apply is skipped and reported."""
     loaded = store.load()
     applied = []
-    for record in loaded.records:
+    for record, where in zip(loaded.records, loaded.where, strict=True):
         try:
             collector.restore([record])
         except RecordError as exc:
-            loaded.skipped.append(f"{store.directory}: record {record.get('id', '?')}: {exc}")
-            _log.warning("skipped a stored record: %s", exc)
+            reason = str(exc).split(": ", 1)[-1]  # the collector's own "record 1 (kind)" prefix says nothing here
+            loaded.skipped.append(f"{where}: {record.get('kind')} record skipped: {reason}")
+            _log.warning("skipped a stored record: %s: %s", where, reason)
         else:
             applied.append(record)
     loaded.records = applied
@@ -103,7 +104,7 @@ def load_nat_bracket(state_dir: Path) -> tuple[int | None, int | None] | None:
     """The NAT idle-timeout bracket the last keep-alive experiment saved, as classifier evidence (None: none)."""
     try:
         data = json.loads((state_dir / EXPORTS_DIR / KEEPALIVE_RESULT).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None

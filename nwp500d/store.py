@@ -87,6 +87,7 @@ class LoadResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     files: int = 0
+    where: list[str] = field(default_factory=list)  # "file:line" of each record, for messages about it
 
 
 def _event_file_key(path: Path) -> tuple[str, int]:
@@ -144,12 +145,11 @@ class EventStore:
                     if record_id in seen:
                         continue
                     seen.add(record_id)
-                record.setdefault("_line", f"{path.name}:{number}")
+                record.setdefault("_line", f"{path}:{number}")
                 result.records.append(record)
         for message in result.skipped:
             _log.warning("%s", message)
-        for record in result.records:
-            record.pop("_line", None)
+        result.where = [str(record.pop("_line", "?")) for record in result.records]
         return result
 
     # ------------------------------------------------------------------ writing
@@ -279,7 +279,7 @@ def _parse_lines(path: Path, raw: bytes, skipped: list[str]) -> Iterator[tuple[i
         torn = index == len(lines) - 1  # no newline after it: the write was cut short
         try:
             record = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # torn, not UTF-8, absurdly long numbers, absurdly deep
             record = None
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             what = "torn last record" if torn else "unreadable record"

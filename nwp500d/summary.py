@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from nwp500d.model import ConnectionDropEvent, MqttMetrics
@@ -9,7 +10,7 @@ from nwp500d.model import ConnectionDropEvent, MqttMetrics
 
 def format_duration(seconds: float | None) -> str:
     """``3h12m``, ``4m05s``, ``12.3s``: how people read uptimes."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "n/a"
     if seconds < 60:
         return f"{seconds:.1f}s"

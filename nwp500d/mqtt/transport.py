@@ -350,7 +350,8 @@ def init_crt_logging(level: str, destination: str = "stderr") -> None:
     """awscrt's own log is the only place per-attempt CRT errors appear; it can be initialised once per process."""
     if level == "off":
         return
+    # Never Debug/Trace: awscrt then prints the signed WebSocket URL (SigV4 session token) unredacted.
     levels = {"fatal": io.LogLevel.Fatal, "error": io.LogLevel.Error, "warn": io.LogLevel.Warn,
-              "info": io.LogLevel.Info, "debug": io.LogLevel.Debug, "trace": io.LogLevel.Trace}
+              "info": io.LogLevel.Info}
     with contextlib.suppress(RuntimeError):
         io.init_logging(levels[level], destination)

@@ -326,7 +326,7 @@ class NaviLinkClient:
             raise NaviLinkUnavailable(f"http_{status}", f"{what}: HTTP {status}")
         try:
             return _Reply(status, json.loads(raw), True)
-        except ValueError:
+        except (ValueError, RecursionError):  # malformed, too deep, or an absurdly long number
             return _Reply(status, None, False)
 
     def _envelope(self, reply: _Reply, what: str) -> Envelope:
@@ -376,8 +376,9 @@ class NaviLinkClient:
                 _log.warning("ignoring the token cache %s: it belongs to another account; signing in instead", path)
                 return None
             return Tokens.from_dict(document.get("tokens"))
-        except ValueError as exc:
-            _log.warning("ignoring the token cache %s: %s; signing in instead", path, exc)
+        except (ValueError, RecursionError) as exc:
+            _log.warning("ignoring the token cache %s: %s; signing in instead", path, type(exc).__name__
+                         if isinstance(exc, RecursionError) else exc)
             return None
 
     def _save_cache(self, tokens: Tokens) -> None:

@@ -79,7 +79,7 @@ def parse_status(payload: bytes) -> dict[str, Any] | None:
     """The status object of a reply, by key presence (``response.status``, ``response.st``, ``status``, ``st``)."""
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # whatever the broker relays is untrusted: never raise on it
         return None
     if not isinstance(body, dict):
         return None
