@@ -42,6 +42,7 @@ WEAK_MAJORITY = 0.5
 REGULAR_CV = 0.1
 LOSS_RETRANS = 10
 LOSS_TIMEOUTS = 3
+REACHABLE_CONNECT_SECS = 0.5
 
 CATEGORY_PRIORITY = ("suspend", "link", "wifi", "network_manager", "dhcp", "time", "cron")
 _RANK = {category: rank for rank, category in enumerate(CATEGORY_PRIORITY)}
@@ -217,6 +218,13 @@ def _classify_one(drop: ConnectionDropEvent, settings: Settings, publish_norm: f
                      [f"the session lasted {format_duration(duration)}, AWS IoT's 24 h WebSocket limit"])
     if error.startswith(NETWORK_DOWN_ERRORS):
         return _Call(drop, "network", "link", [f"{error}: no route to the endpoint"])
+    if error == "AWS_ERROR_MQTT_TIMEOUT" and idle is not None and idle >= keep_alive and _reachable(network):
+        # The ping was the only packet for a whole keep-alive, it went unanswered, yet a new connection to the same
+        # endpoint worked at once: the path is fine, the idle connection's NAT/firewall entry was forgotten. The
+        # kernel's retransmissions of that one ping are the symptom here, not packet loss.
+        return _Call(drop, "network", "nat_idle_timeout",
+                     [f"AWS_ERROR_MQTT_TIMEOUT after {format_duration(idle)} without traffic (only the ping), while a "
+                      f"new connection to the endpoint succeeded right after: the idle connection was forgotten"])
     lossy = _loss_evidence(network)
     if lossy is not None:
         return _Call(drop, "network", "packet_loss", [lossy])
@@ -488,6 +496,15 @@ def _span_hours(drops: Sequence[ConnectionDropEvent], connections: Sequence[Conn
 def _errors_of(probe: object) -> dict[str, str]:
     errors = probe.get("errors") if isinstance(probe, dict) else None
     return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
+
+
+def _reachable(network: dict[str, Any]) -> bool:
+    """The probe right after the drop connected at once (no SYN retransmission): the path itself worked."""
+    probe = network.get("probe")
+    if not isinstance(probe, dict) or probe.get("ok") is not True:
+        return False
+    seconds = probe.get("tcp_seconds")
+    return isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds < REACHABLE_CONNECT_SECS
 
 
 def _loss_evidence(network: dict[str, Any]) -> str | None:

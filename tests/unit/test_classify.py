@@ -302,3 +302,14 @@ def test_a_measured_nat_bracket_names_the_nat() -> None:
     cause, sub, evidence = verdict(drops, settings=Settings(nat_bracket=(40, 50)))
     assert (cause, sub) == ("network", "nat_idle_timeout")
     assert any("measured the NAT forgetting idle connections after 40-50 s" in line for line in evidence)
+
+
+def test_nat_forgot_the_idle_connection_while_the_path_works() -> None:
+    """What the real NAT lab records: only the ping for a keep-alive, its retransmissions, then a quick reconnect."""
+    counters = {"netstat_last_minute": {"RetransSegs": 4, "TCPTimeouts": 4}}
+    reachable = {**counters, "probe": {"ok": True, "tcp_seconds": 0.001, "errors": {}}}
+    lossy = {**counters, "probe": {"ok": True, "tcp_seconds": 1.2, "errors": {}}}  # the SYN was retransmitted
+    nat = [drop(t, duration=35.0, idle=35.0, keep_alive=30, network=reachable) for t in irregular_times(3)]
+    assert verdict(nat)[:2] == ("network", "nat_idle_timeout")
+    loss = [drop(t, duration=35.0, idle=35.0, keep_alive=30, network=lossy) for t in irregular_times(3)]
+    assert verdict(loss)[:2] == ("network", "packet_loss")
