@@ -208,3 +208,32 @@ def test_blackhole_is_detected_within_keep_alive_plus_ping_timeout(labs: LabSet,
     recorded = only_drop(daemon)
     assert counters(recorded, "netstat_session")["RetransSegs"] > 0  # the lost PINGREQ, retransmitted
     print(f"blackhole: detected {detection:.2f} s after it began (bound K + P = {K + P:g} s)")
+
+
+@pytest.mark.timeout(300)
+def test_keepalive_experiment_brackets_the_real_nat_timeout(labs: LabSet, tmp_path: Path) -> None:
+    """`nwp500d experiment keepalive` behind the real conntrack: the bracket it reports contains the router's
+    established timeout (keep-alives below it survive two cycles, those at or above it die at K + P)."""
+    import json
+    import os
+    import sys
+
+    from tests.system.netns_lab import PASSWORD
+
+    lab = labs.lab(nat_timeout=NAT_EXPIRING, label="experiment")
+    state = tmp_path / "state-experiment"
+    config = lab.daemon_config(state, DaemonOptions(ping_timeout_secs=1.0))
+    env = {key: value for key, value in os.environ.items() if key not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    env.update(NAVIEN_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
+    # Round 1 tries 8, 16 and 32 s; round 2 splits (16, 32]: about 70 s in all.
+    experiment = lab.spawn("experiment", lab.client, [
+        sys.executable, "-m", "nwp500d", "experiment", "keepalive", "--config", str(config), "--rounds", "2",
+        "--parallel", "3", "--min", "8", "--max", "32",
+    ], env=env)
+    experiment.wait_for(r"Recommended keep_alive_secs", 200)
+    assert experiment.popen.wait(timeout=30) == 0  # it saves the result after printing the summary
+    saved = json.loads((state / "exports" / "keepalive-experiment.json").read_text())
+    lower, upper = saved["lower_secs"], saved["upper_secs"]
+    assert lower is not None and upper is not None, saved
+    assert lower < NAT_EXPIRING <= upper, (lower, upper)
+    assert saved["recommended_keep_alive_secs"] < NAT_EXPIRING
