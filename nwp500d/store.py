@@ -117,6 +117,7 @@ class EventStore:
         self._path: Path | None = None
         self._size = 0
         self._needs_newline = False
+        self._others_size = 0  # bytes in the files other than the one being written (known since the last prune)
         self._reporter = FailureReporter(f"event records to {directory}")
 
     # ------------------------------------------------------------------ reading
@@ -210,6 +211,8 @@ class EventStore:
             raise
         self._needs_newline = False
         self._size = start + len(data)
+        if self._others_size + self._size > self.max_bytes:
+            self._prune()  # the file being written counts against the budget too
 
     def _file_for_today(self, incoming: int) -> int:
         day = self._clock.wall().strftime("%Y%m%d")
@@ -256,6 +259,8 @@ class EventStore:
             path.unlink(missing_ok=True)
             count, total = count - 1, total - size
             _log.info("event retention removed %s (%d bytes)", path.name, size)
+        current = self._path.stat().st_size if self._path is not None and self._path.exists() else 0
+        self._others_size = total - current
 
     def _close_file(self) -> None:
         if self._fd is not None:

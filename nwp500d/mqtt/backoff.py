@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 CONNECT_FLOOR_SECS = 1.0
+MAX_STEP = 64  # any cap is reached long before: 1.1 ** 64 > 400
 
 
 @dataclass
@@ -26,8 +27,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt; each call moves one step up the ladder."""
-        base = min(self.cap, self.initial * self.multiplier**self.step)
-        self.step += 1
+        base = min(self.cap, self.initial * self.multiplier ** min(self.step, MAX_STEP))
+        self.step = min(self.step + 1, MAX_STEP)  # hours of outage must not overflow the power
         return min(self.cap, base * self.rng.uniform(0.5, 1.0)) if base > self.floor else base
 
     def reset(self) -> None:

@@ -111,17 +111,21 @@ class CrtFactory:
             if settings.kind == "wss-sigv4" and settings.port == 443:
                 options.alpn_list = ["http/1.1"]
             self._tls = io.ClientTlsContext(options)
-        self._provider = auth.AwsCredentialsProvider.new_delegate(self._read_credentials)
+        # A closure over the reader, not a bound method: the native provider keeps it, and a reference back to this
+        # factory would be a cycle through native code that keeps its event-loop thread alive forever.
+        reader = credentials
+
+        def read_credentials() -> auth.AwsCredentials:
+            creds = reader()
+            if creds is None:
+                raise RuntimeError("no AWS credentials yet")
+            return auth.AwsCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
+
+        self._provider = auth.AwsCredentialsProvider.new_delegate(read_credentials)
 
     @property
     def keep_alive_secs(self) -> int:
         return self.settings.keep_alive_secs
-
-    def _read_credentials(self) -> auth.AwsCredentials:
-        creds = self._credentials()
-        if creds is None:
-            raise RuntimeError("no AWS credentials yet")
-        return auth.AwsCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
 
     def _sign(self, transform_args: Any, **_kwargs: Any) -> None:
         # CRT thread: start the signing and return; set_done must be called exactly once whatever happens.
@@ -253,8 +257,10 @@ class CrtConnection:
         return ConnectResult(session_present=bool(result.get("session_present", False)))
 
     async def subscribe(self, topic: str, timeout: float) -> None:
+        post = self._post  # not ``self``: awscrt keeps this callback in native code, a cycle the GC cannot see
+
         def on_message(topic: str, payload: bytes, **_kwargs: Any) -> None:
-            self._post("message", topic=topic, payload=bytes(payload))
+            post("message", topic=topic, payload=bytes(payload))
 
         future, _packet_id = self._sync(lambda: self._connection.subscribe(topic, mqtt.QoS.AT_LEAST_ONCE, on_message))
         result = await self._bounded(future, timeout, f"SUBACK for {topic}")
