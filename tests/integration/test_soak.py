@@ -74,7 +74,7 @@ def test_descriptors_and_threads_come_back_to_their_warm_up_values(soak: SoakRes
         assert bound.ok, f"{name}: {bound.value} vs ±{bound.limit} ({bound.detail})"
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(  # not strict: in a full test run other tests' threads may end meanwhile
     "the last live CRT connection's callbacks (post → on_event → supervisor → factory) are held by awscrt's native "
     "connection, which lives until the Python connection is collected: a cycle through native code, so one CRT "
     "event-loop thread and its fds outlive the factory (17 -> 20 fds, 1 -> 3 threads). It costs one thread per "
