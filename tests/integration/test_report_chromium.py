@@ -32,7 +32,8 @@ from tests.unit.test_report import HOSTILE_ATTR, HOSTILE_SCRIPT, realistic_analy
 CHROMIUM = Path("/usr/bin/chromium")
 PHONE = (412, 2400)
 DESKTOP = (1280, 2000)
-SAVED = {"phone": Path("/tmp/nwp500d-report-phone.png"), "desktop": Path("/tmp/nwp500d-report-desktop.png")}
+SHOTS = ("phone", "desktop")
+KEEP_SHOTS_IN = "NWP500D_KEEP_SCREENSHOTS"  # a directory to copy the screenshots to, for a human to look at
 RUN_TIMEOUT = 90.0
 SESSION_COLOUR = (0x8D, 0xA2, 0xB8)
 
@@ -188,16 +189,17 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     page.write_text(render_html(analysis, connections=connections, title="NaviLink drops — home",
                                 generated_at="2026-11-22T09:00:00Z"), encoding="utf-8")
     render_seconds = time.monotonic() - started
-    shots = {name: work / f"{name}.png" for name in SAVED}
+    shots = {name: work / f"{name}.png" for name in SHOTS}
     runs = {
         "phone": chromium(page, work, f"--screenshot={shots['phone']}", f"--window-size={PHONE[0]},{PHONE[1]}"),
         "desktop": chromium(page, work, f"--screenshot={shots['desktop']}",
                             f"--window-size={DESKTOP[0]},{DESKTOP[1]}"),
         "dom": chromium(page, work, "--dump-dom", f"--window-size={PHONE[0]},{PHONE[1]}"),
     }
+    keep = os.environ.get(KEEP_SHOTS_IN)
     for name, shot in shots.items():
-        if shot.exists():
-            shutil.copyfile(shot, SAVED[name])
+        if keep and shot.exists():
+            shutil.copyfile(shot, Path(keep) / f"nwp500d-report-{name}.png")
     yield {"analysis": analysis, "page": page, "shots": shots, "runs": runs, "render_seconds": render_seconds}
     shutil.rmtree(work, ignore_errors=True)
 
