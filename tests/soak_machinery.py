@@ -82,6 +82,7 @@ DOWN_BOUND = 10.0  # an RST, FIN or forced rebuild is seen within milliseconds; 
 UP_BOUND = 20.0  # a few backoff steps, a sign-in and a CONNECT
 ECHO_BOUND = 5.0
 STOP_BOUND = 15.0
+TEARDOWN_BOUND = 5.0  # the CRT ends a released event-loop group's thread within milliseconds; 5 s is generous
 LISTENER_JOIN_BOUND = 5.0
 
 
@@ -858,8 +859,7 @@ async def run_soak(settings: SoakSettings, state_dir: Path,
     tally = LogTally()
     try:
         with tally.installed():
-            async with _running(settings, state_dir, result, listener) as soak:
-                await _drive(soak, plan, started, say)
+            await _soak_and_tear_down(settings, state_dir, result, listener, plan=plan, started=started, say=say)
     finally:
         listener.close()
         result.watchdog_pings = listener.pings
@@ -874,5 +874,27 @@ async def run_soak(settings: SoakSettings, state_dir: Path,
     result.wall_seconds = time.monotonic() - started
     if result.warm is not None and result.end is not None:
         result.soak_seconds = result.end.elapsed - result.warm.elapsed
-    result.closed = take_sample(len(plan), started)
+    result.closed = await _settled_sample(result.before, len(plan), started)
     return result
+
+
+async def _soak_and_tear_down(settings: SoakSettings, state_dir: Path, result: SoakResult, listener: NotifyListener, *,
+                              plan: list[FaultKind], started: float, say: Callable[[str], None]) -> None:
+    """Its own frame, so that nothing of the stack (supervisor, factory, connections) is referenced once it returns
+    and the after-teardown sample sees what the daemon itself would leave behind."""
+    async with _running(settings, state_dir, result, listener) as soak:
+        await _drive(soak, plan, started, say)
+
+
+async def _settled_sample(before: Sample | None, drops: int, started: float) -> Sample:
+    """The after-teardown sample, once the CRT's own teardown has had a chance to finish: a released event-loop
+    group ends its thread and closes its descriptors asynchronously, on a thread of its own, and nothing announces
+    it, so /proc is re-read (bounded by TEARDOWN_BOUND) until the counts are back or the bound is reached."""
+    deadline = time.monotonic() + TEARDOWN_BOUND
+    while True:
+        sample = take_sample(drops, started)
+        back = before is None or (sample.fds <= before.fds + FD_SLACK
+                                  and sample.threads_os <= before.threads_os + THREAD_SLACK)
+        if back or time.monotonic() >= deadline:
+            return sample
+        await asyncio.sleep(0.05)

@@ -4,8 +4,8 @@ Rules this module keeps, each learned the hard way (reference/awscrt-local.md):
 
 * every CRT callback runs on a CRT thread and does nothing but ``loop.call_soon_threadsafe``; anything else there
   (blocking, touching asyncio objects, raising) loses events or the connection;
-* every CRT future is awaited through ``asyncio.wrap_future`` under a deadline, because half-open sockets and stalled
-  WebSocket upgrades never complete them;
+* every CRT future is awaited under a deadline (``_await_crt``, never ``asyncio.wrap_future``, which cancels it),
+  because half-open sockets and stalled WebSocket upgrades never complete them;
 * a connection that misbehaved is abandoned, never reused: a stuck one refuses ``connect()`` with
   ``AWS_ERROR_INVALID_STATE`` and its ``disconnect()`` never completes, while a brand-new one connects at once;
 * the CRT's own reconnect is never relied on: failed automatic attempts are invisible, and a static credentials
