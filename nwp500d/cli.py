@@ -23,7 +23,7 @@ from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.redact import REDACTED, Redactor
 from nwp500d.secrets import Secret, load_password
-from nwp500d.state import EVENTS_DIR, KEEPALIVE_RESULT, load_nat_bracket, open_history
+from nwp500d.state import EVENTS_DIR, load_nat_bracket, open_history
 
 PROG = "nwp500d"
 REPORT_RETAINED = 10_000_000
@@ -297,12 +297,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_keepalive_experiment(args: argparse.Namespace) -> int:
     """Separate client ids derived from the stable one, so the monitored session is never disturbed."""
+    from nwp500d.clock import SystemClock
     from nwp500d.mqtt.transport import settings_from_config
     from nwp500d.navilink.auth import NaviLinkClient
     from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
     from nwp500d.netdiag.keepalive import crt_trial_factory, run_experiment
-    from nwp500d.state import stable_client_id
-    from nwp500d.store import atomic_write, ensure_directory
+    from nwp500d.state import save_keepalive_result, stable_client_id
 
     config, password = _config_and_password(args.config)
     if password is None or not config.account.email:
@@ -340,8 +340,7 @@ def cmd_keepalive_experiment(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     try:  # the classifier reads the bracket as evidence for nat_idle_timeout
-        ensure_directory(state_dir / "exports")
-        atomic_write(state_dir / "exports" / KEEPALIVE_RESULT, json.dumps(data, indent=2).encode())
+        save_keepalive_result(state_dir, data, finished_at=SystemClock().wall(), source="cli")
     except OSError as exc:
         print(f"{PROG}: note: result not saved in {state_dir} ({exc.strerror})", file=sys.stderr)
     return exitcodes.OK

@@ -122,12 +122,31 @@ class JournalConfig(_Validated):
     after_secs: float = _opt(30.0, lo=0, hi=3600, why="look this far past the detection")
 
 
+AWS_IOT_MIN_KEEP_ALIVE_SECS = 30
+
+
+@dataclass(frozen=True)
+class KeepAliveExperimentConfig(_Validated):
+    """The daemon's own run of ``nwp500d experiment keepalive``: opt-in, because every round holds extra idle
+    sessions (client ids derived from the stable one) open to the cloud for up to 2 x (keep-alive + ping timeout)."""
+
+    enabled: bool = _opt(False, why="opt-in: bracket the NAT idle timeout with extra idle sessions")
+    min_secs: int = _opt(30, lo=2, hi=1199, why="smallest keep-alive tried; AWS IoT accepts 30 and more")
+    max_secs: int = _opt(1200, lo=3, hi=1200, why="largest keep-alive tried; AWS IoT accepts up to 1200")
+    rounds: int = _opt(3, lo=1, hi=10, why="bisection rounds")
+    parallel: int = _opt(3, lo=1, hi=8, why="idle sessions held at once in a round")
+    start_delay_secs: float = _opt(600.0, lo=0, hi=86400, why="wait this long after the first session is up")
+    repeat_days: float = _opt(30.0, lo=0, hi=3650, why="run again once the saved result is this old; 0: never again")
+    retry_delay_secs: float = _opt(3600.0, lo=1, hi=86400, why="wait after a run spoiled by a drop of the session")
+
+
 @dataclass(frozen=True)
 class NetDiagConfig(_Validated):
     enabled: bool = _opt(True, why="probe the endpoint and read kernel TCP counters at each drop")
     probe_timeout_secs: float = _opt(5.0, lo=0.5, hi=60, why="bound on each probe step (DNS, TCP connect, TLS)")
     probe_interval_secs: float = _opt(900.0, lo=60, hi=86400, why="period of the baseline probe between drops")
     link_events: bool = _opt(True, why="watch rtnetlink for link and route changes (cuts the backoff short)")
+    keepalive_experiment: KeepAliveExperimentConfig = field(default_factory=KeepAliveExperimentConfig)
 
 
 @dataclass(frozen=True)
@@ -264,12 +283,30 @@ def cross_problems(section: Any) -> list[tuple[str, str]]:
         if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) \
                 or not 1 <= int(port) <= 65535:
             problems.append(("listen", "expected host:port, e.g. 127.0.0.1:9500"))
+    if isinstance(section, KeepAliveExperimentConfig) and section.max_secs <= section.min_secs:
+        problems.append(("max_secs", "must be above min_secs"))
+    if isinstance(section, Config):
+        problems.extend(_experiment_problems(section))
     if isinstance(section, MonitorConfig):
         for mac in section.devices:
             cleaned = mac.replace(":", "").replace("-", "").lower()
             if len(cleaned) != 12 or any(c not in "0123456789abcdef" for c in cleaned):
                 problems.append(("devices", f"{mac!r} is not a MAC address (12 hex digits)"))
     return problems
+
+
+def _experiment_problems(config: Config) -> list[tuple[str, str]]:
+    """The experiment's keep-alives against the session settings they share (two sections: dotted keys)."""
+    experiment = config.netdiag.keepalive_experiment
+    if not experiment.enabled:  # settings that are never used do not make a configuration unusable
+        return []
+    key = "netdiag.keepalive_experiment.min_secs"
+    if experiment.min_secs <= config.mqtt.ping_timeout_secs:
+        return [(key, f"must be longer than mqtt.ping_timeout_secs ({_num(config.mqtt.ping_timeout_secs)})")]
+    if experiment.min_secs < AWS_IOT_MIN_KEEP_ALIVE_SECS and config.mqtt.endpoint.endswith(".amazonaws.com"):
+        return [(key, f"AWS IoT refuses keep-alives below {AWS_IOT_MIN_KEEP_ALIVE_SECS} s (smaller values are for "
+                      "local brokers)")]
+    return []
 
 
 def _num(value: float) -> str:
@@ -351,9 +388,27 @@ def _build(cls: type[Any], node: yaml.Node, source: str, prefix: str) -> Any:
     for name in names:
         object.__setattr__(instance, name, values.get(name, defaults[name]))
     for key, text in cross_problems(instance):
-        at = lines.get(key, node)
-        raise ConfigError(f"{_where(source, at)}: {prefix}{key}: {_show(getattr(instance, key))}: {text}")
+        at = _value_node(node, key) or lines.get(key, node)
+        raise ConfigError(f"{_where(source, at)}: {prefix}{key}: {_show(_dotted(instance, key))}: {text}")
     return instance
+
+
+def _dotted(instance: Any, key: str) -> Any:
+    for name in key.split("."):
+        instance = getattr(instance, name)
+    return instance
+
+
+def _value_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    """Where a (dotted) key's value was written, or None if the file left it at its default."""
+    for name in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = [value for k, value in node.value if isinstance(k, yaml.ScalarNode) and k.value == name]
+        if not found:
+            return None
+        node = found[0]
+    return node
 
 
 def _default(item: dataclasses.Field[Any]) -> Any:

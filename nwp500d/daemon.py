@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -32,6 +33,8 @@ from nwp500d.mqtt.transport import CrtFactory, init_crt_logging, settings_from_c
 from nwp500d.navilink.auth import NaviLinkClient
 from nwp500d.navilink.errors import CredentialsRejected, NaviLinkUnavailable
 from nwp500d.netdiag.counters import CounterSampler
+from nwp500d.netdiag.experiment_service import KeepAliveExperimentService
+from nwp500d.netdiag.keepalive import crt_trial_factory
 from nwp500d.netdiag.link import LinkEvent, LinkMonitor, LinkMonitorUnavailable
 from nwp500d.netdiag.link import describe as describe_link_event
 from nwp500d.netdiag.probes import EndpointProber, ProbeResult
@@ -54,7 +57,7 @@ START_EXTENSION_SECS = 60.0
 STATUS_REFRESH_SECS = 30.0
 WEDGED_SLACK_SECS = 60.0
 SESSION_SECTIONS = ("account", "navilink", "mqtt")
-LATER_SECTIONS = ("monitor", "journal", "exports", "metrics")
+LATER_SECTIONS = ("monitor", "journal", "netdiag", "exports", "metrics")
 
 
 @dataclass
@@ -136,10 +139,31 @@ class Daemon:
         self.supervisor.on_event(self.metrics.on_session_event)
         self.collector.on_connection_drop(self.metrics.on_drop)
         self.collector.on_record(self._on_record)
+        self.experiment = self._experiment_service(config)
         self.reporter = StatusReporter(self.notifier, self.supervisor, self.collector)
         self.supervisor.on_event(self.reporter.on_session_event)
         self.first_up = asyncio.Event()
         self.supervisor.on_event(lambda event: self.first_up.set() if event.kind == "connected" else None)
+
+    def _experiment_service(self, config: Config) -> KeepAliveExperimentService | None:
+        """The opt-in keep-alive experiment, on client ids derived from the monitored session's (never equal)."""
+        if not config.netdiag.keepalive_experiment.enabled:
+            return None
+        base_client_id = config.mqtt.client_id or self.client_id
+        service = KeepAliveExperimentService(
+            config.netdiag.keepalive_experiment, base_client_id=base_client_id,
+            ping_timeout_ms=int(config.mqtt.ping_timeout_secs * 1000),
+            factory_for=crt_trial_factory(settings_from_config(config.mqtt, base_client_id), self.auth.aws_credentials),
+            state_dir=self.state_dir, on_result=self._use_nat_bracket, refresh_credentials=self.auth.ensure_valid,
+            connect_timeout=config.mqtt.connect_timeout_secs,
+        )
+        self.supervisor.on_event(service.on_session_event)
+        return service
+
+    def _use_nat_bracket(self, bracket: tuple[int | None, int | None]) -> None:
+        """A new experiment result is evidence for every drop from now on, and for the verdict right away."""
+        self.classifier_settings = dataclasses.replace(self.classifier_settings, nat_bracket=bracket)
+        self.explain(None)
 
     def _network_evidence(self) -> dict[str, Any]:
         """At the moment of a drop: kernel counters, and the link/route changes seen in the last minutes."""
@@ -267,7 +291,7 @@ class Daemon:
             self.supervisor.replace_settings(new.mqtt, self._factory(new))
         detail = f"changed: {', '.join(changed + later)}" if changed or later else "nothing changed"
         if later or {"account", "navilink"} & set(changed):
-            detail += "; account, navilink, monitor, journal, exports and metrics changes apply at the next start"
+            detail += "; changes other than to mqtt and logging apply at the next start"
         _log.info("configuration reloaded (%s)", detail, extra=logfields.event("reloaded"))
         self.notifier.reloaded(self.reporter.line())
 
@@ -339,6 +363,8 @@ class Daemon:
             helpers.append(asyncio.create_task(_stop_when(stop, self.request_stop), name="nwp500d.stop"))
         if config.netdiag.enabled:
             helpers.append(asyncio.create_task(self._baseline_probes(), name="nwp500d.baseline-probe"))
+        if self.experiment is not None:
+            helpers.append(asyncio.create_task(self.experiment.run(), name="nwp500d.keepalive-experiment"))
         interval = watchdog_interval()
         if interval is not None:
             limit = config.mqtt.connect_timeout_secs + config.mqtt.max_reconnect_delay + WEDGED_SLACK_SECS

@@ -24,6 +24,9 @@ MESSAGE_IDS: Final = {
     "device_deaf": "b6fbd32f3aac4ff0af5a697dbdc02289",
     "drop_correlated": "96b4c11f676342539e906d9894b98160",
     "journal_unavailable": "1d5c0f3e8e2a4b6c9a7f21b0d4e3c5a8",
+    "keepalive_experiment_started": "40ad75ff045f41dba6df961a65ee306f",
+    "keepalive_experiment_finished": "8b8372a586564622b947dec92f49d1c3",
+    "keepalive_experiment_discarded": "d26a790e370341d5b056ae753c229d04",
 }
 
 # Structured fields a log call may carry in ``extra=`` (journald gets them; plain stderr does not).

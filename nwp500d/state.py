@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from nwp500d.clock import iso_utc
 from nwp500d.config import Config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.model import RecordError
@@ -100,13 +104,45 @@ async def export_periodically(
 KEEPALIVE_RESULT = "keepalive-experiment.json"
 
 
-def load_nat_bracket(state_dir: Path) -> tuple[int | None, int | None] | None:
-    """The NAT idle-timeout bracket the last keep-alive experiment saved, as classifier evidence (None: none)."""
+def save_keepalive_result(state_dir: Path, result: dict[str, Any], *, finished_at: datetime, source: str) -> Path:
+    """Keep the experiment's result where ``report``, the classifier and the daemon's scheduler look for it.
+    Raises OSError: the caller decides whether an unsaved result is worth a warning or an error."""
+    ensure_directory(state_dir / EXPORTS_DIR)
+    path = state_dir / EXPORTS_DIR / KEEPALIVE_RESULT
+    data = {**result, "finished_at": iso_utc(finished_at), "finished_at_epoch": finished_at.timestamp(),
+            "source": source}
+    atomic_write(path, json.dumps(data, indent=2).encode())
+    return path
+
+
+def load_keepalive_result(state_dir: Path) -> dict[str, Any] | None:
+    """The saved result, or None when there is none or it cannot be read (a damaged file is as good as none)."""
     try:
         data = json.loads((state_dir / EXPORTS_DIR / KEEPALIVE_RESULT).read_text())
     except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def keepalive_result_time(state_dir: Path) -> float | None:
+    """When the saved result was finished (epoch seconds); None when there is none. A result saved before this
+    field existed counts from its file's modification time."""
+    data = load_keepalive_result(state_dir)
+    if data is None:
+        return None
+    finished = data.get("finished_at_epoch")
+    if isinstance(finished, int | float) and not isinstance(finished, bool) and math.isfinite(finished):
+        return float(finished)
+    try:
+        return (state_dir / EXPORTS_DIR / KEEPALIVE_RESULT).stat().st_mtime
+    except OSError:
+        return None
+
+
+def load_nat_bracket(state_dir: Path) -> tuple[int | None, int | None] | None:
+    """The NAT idle-timeout bracket the last keep-alive experiment saved, as classifier evidence (None: none)."""
+    data = load_keepalive_result(state_dir)
+    if data is None:
         return None
     lower, upper = data.get("lower_secs"), data.get("upper_secs")
     if not all(value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in (lower, upper)):

@@ -10,7 +10,8 @@ survivors therefore bound T from below and the ping-timeout drops bound it from 
 The module is split so the search can be tested without a network:
 
 * pure: :func:`plan_round` (which keep-alives to try next), :func:`update_bracket` (what a round's outcomes prove),
-  :func:`recommend` (the keep-alive to configure), :class:`Result` (with the text the CLI prints);
+  :func:`recommend` (the keep-alive to configure), :func:`seconds_until_due` (when the daemon runs it again),
+  :class:`Result` (with the text the CLI prints);
 * IO: :func:`run_experiment`, which runs each round's trials in parallel, each on its OWN connection under a client
   id derived from the daemon's (a second connection with the daemon's id would knock the monitored session off),
   and :func:`crt_trial_factory`, which builds those connections from the daemon's transport settings.
@@ -178,6 +179,23 @@ def derived_client_id(base_client_id: str, keep_alive_secs: int) -> str:
     """A trial's own client id: related to the daemon's (so an IoT policy written for it is likely to allow it, and
     the broker log shows whose it is) but never equal, since one id can hold only one connection."""
     return f"{base_client_id}-ka{keep_alive_secs}"
+
+
+DAY_SECS = 86400.0
+
+
+def seconds_until_due(finished_at: float | None, now: float, repeat_days: float) -> float | None:
+    """When the daemon should run the experiment again: 0 = now, None = never (a result is kept for good).
+
+    A result dated in the future (the clock was wrong when it was saved, or has been set back since) waits at most
+    one period, so a clock error cannot postpone the next run indefinitely.
+    """
+    if finished_at is None:
+        return 0.0
+    if repeat_days <= 0:
+        return None
+    period = repeat_days * DAY_SECS
+    return max(0.0, min(finished_at + period - now, period))
 
 
 # ---------------------------------------------------------------------------------------------- results

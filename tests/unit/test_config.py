@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from nwp500d import MqttConnectionConfig
 from nwp500d.cli import main
-from nwp500d.config import Config, ConfigError, load_config, parse_config, render_config
+from nwp500d.config import (
+    Config,
+    ConfigError,
+    KeepAliveExperimentConfig,
+    NetDiagConfig,
+    load_config,
+    parse_config,
+    render_config,
+)
 from nwp500d.secrets import load_password
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,11 +39,31 @@ def test_example_config_loads_as_is_and_equals_the_defaults() -> None:
 
 
 def test_example_config_mentions_every_option() -> None:
-    loaded = yaml.safe_load(EXAMPLE.read_text())
-    defaults = Config()
-    for section in dataclasses.fields(Config):
-        names = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
-        assert set(loaded[section.name]) == names, section.name
+    def check(loaded: dict[str, Any], defaults: Any, path: str) -> None:
+        assert set(loaded) == {f.name for f in dataclasses.fields(defaults)}, path
+        for item in dataclasses.fields(defaults):
+            value = getattr(defaults, item.name)
+            if dataclasses.is_dataclass(value):
+                check(loaded[item.name], value, f"{path}{item.name}.")
+
+    check(yaml.safe_load(EXAMPLE.read_text()), Config(), "")
+
+
+def test_keepalive_experiment_settings_are_checked_against_the_session_they_share() -> None:
+    enabled = "netdiag:\n  keepalive_experiment:\n    enabled: true\n    min_secs: {}\n"
+    assert error_of(enabled.format(10)).startswith(
+        "/etc/nwp500d/nwp500d.yaml:4: netdiag.keepalive_experiment.min_secs: 10: must be longer than "
+        "mqtt.ping_timeout_secs (10)")
+    assert "AWS IoT refuses keep-alives below 30 s" in error_of(enabled.format(20))
+    local = "mqtt:\n  endpoint: 127.0.0.1\n  transport: tcp\n  ping_timeout_secs: 1\n" + enabled.format(2)
+    assert parse_config(local).netdiag.keepalive_experiment.min_secs == 2  # a local broker takes any keep-alive
+    # Unused settings never make a configuration unusable.
+    unused = parse_config("netdiag:\n  keepalive_experiment:\n    min_secs: 10\n")
+    assert unused.netdiag.keepalive_experiment.min_secs == 10
+    assert error_of("netdiag:\n  keepalive_experiment:\n    min_secs: 60\n    max_secs: 60\n").startswith(
+        "/etc/nwp500d/nwp500d.yaml:4: netdiag.keepalive_experiment.max_secs: 60: must be above min_secs")
+    with pytest.raises(ValueError, match=r"netdiag\.keepalive_experiment\.min_secs: must be longer"):
+        Config(netdiag=NetDiagConfig(keepalive_experiment=KeepAliveExperimentConfig(enabled=True, min_secs=5)))
 
 
 def test_guide_defaults() -> None:

@@ -19,6 +19,7 @@ from nwp500d.netdiag.keepalive import (
     hold_seconds,
     plan_round,
     recommend,
+    seconds_until_due,
     update_bracket,
 )
 
@@ -260,3 +261,29 @@ def test_search_converges_on_a_deterministic_nat(limit: tuple[int, int], nat: fl
         assert upper - lower == 1 and lower < nat <= upper
         assert recommend(lower, upper, lo_limit=lo, hi_limit=hi) < nat or upper <= lo + 1
         assert recommend(lower, upper, lo_limit=lo, hi_limit=hi) == max(lo, math.floor(upper / 2))
+
+
+# ---------------------------------------------------------------------------------------------- daemon schedule
+
+DAY = 86400.0
+
+
+def test_the_daemon_runs_it_when_nothing_is_saved_and_again_once_the_result_is_old() -> None:
+    now = 1_800_000_000.0
+    assert seconds_until_due(None, now, 30) == 0.0
+    assert seconds_until_due(None, now, 0) == 0.0  # repeat_days 0 still measures once
+    assert seconds_until_due(now - DAY, now, 30) == 29 * DAY
+    assert seconds_until_due(now - 31 * DAY, now, 30) == 0.0
+    assert seconds_until_due(now - 31 * DAY, now, 0) is None  # kept for good
+
+
+def test_a_result_dated_in_the_future_waits_one_period_at_most() -> None:
+    now = 1_800_000_000.0
+    assert seconds_until_due(now + 365 * DAY, now, 30) == 30 * DAY
+
+
+@given(st.floats(0, 4e9), st.floats(0, 4e9), st.floats(0.001, 3650))
+def test_the_wait_is_never_negative_nor_longer_than_a_period(finished: float, now: float, days: float) -> None:
+    wait = seconds_until_due(finished, now, days)
+    assert wait is not None
+    assert 0.0 <= wait <= days * DAY

@@ -1,0 +1,188 @@
+"""The keep-alive experiment run by the daemon itself (``netdiag.keepalive_experiment.enabled``).
+
+The search is :func:`nwp500d.netdiag.keepalive.run_experiment`, the one ``nwp500d experiment keepalive`` runs; what
+this adds is what running it unattended takes:
+
+* it starts only once the monitored session is up and has been for ``start_delay_secs``, and only when the saved
+  result is older than ``repeat_days`` (a result from the command line counts too);
+* a run during which the monitored session dropped is thrown away: the same fault most likely killed trials too,
+  and a trial killed by anything but idleness would be read as a NAT timeout. It is tried again later;
+* the AWS credentials the trials sign with are kept fresh while a run lasts (rounds at real keep-alives last
+  tens of minutes, longer than the credentials);
+* the result is saved where ``report`` reads it and handed to the classifier at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from nwp500d import logfields
+from nwp500d.clock import Clock, SystemClock
+from nwp500d.config import KeepAliveExperimentConfig
+from nwp500d.mqtt.session import SessionEvent
+from nwp500d.netdiag.keepalive import Progress, Result, TrialFactory, run_experiment, seconds_until_due
+from nwp500d.state import keepalive_result_time, save_keepalive_result
+
+_log = logging.getLogger("nwp500d.experiment")
+
+UP_KINDS = ("connected", "rebuilt", "deep_reconnected")
+CREDENTIALS_CHECK_SECS = 300.0
+LONGEST_SLEEP_SECS = 86400.0  # the due time is re-read at least daily: clocks move, and the CLI may save a result
+
+Bracket = tuple[int | None, int | None]
+
+
+class KeepAliveExperimentService:
+    """One daemon task: wait until due, run the experiment beside the monitored session, keep the result."""
+
+    def __init__(
+        self,
+        settings: KeepAliveExperimentConfig,
+        *,
+        base_client_id: str,
+        ping_timeout_ms: int,
+        factory_for: TrialFactory,
+        state_dir: Path,
+        on_result: Callable[[Bracket], None],
+        refresh_credentials: Callable[[], Awaitable[Any]] | None = None,
+        clock: Clock | None = None,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self._base_client_id = base_client_id
+        self._ping_timeout_ms = ping_timeout_ms
+        self._factory_for = factory_for
+        self._state_dir = state_dir
+        self._on_result = on_result
+        self._refresh_credentials = refresh_credentials
+        self._clock = clock or SystemClock()
+        self._connect_timeout = connect_timeout
+        self._up = asyncio.Event()
+        self._drops = 0
+        self._changed = asyncio.Event()
+        self.next_run_in: float | None = None  # seconds, as last decided; None: not decided yet, or never again
+        self.rounds_started = 0
+        self.kept = 0
+        self.discarded = 0
+        self.failed = 0
+
+    def on_session_event(self, event: SessionEvent) -> None:
+        if event.kind in UP_KINDS:
+            self._up.set()
+        elif event.kind == "interrupted":
+            self._up.clear()
+            self._drops += 1
+
+    async def wait_until(self, predicate: Callable[[KeepAliveExperimentService], bool]) -> None:
+        """Until ``predicate(self)`` holds (it is re-checked at every round start and at the end of every run)."""
+        while not predicate(self):
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        await self._up.wait()
+        await asyncio.sleep(settings.start_delay_secs)
+        while True:
+            wait = seconds_until_due(keepalive_result_time(self._state_dir), self._clock.wall().timestamp(),
+                                     settings.repeat_days)
+            self.next_run_in = wait
+            self._notify()
+            if wait is None:
+                _log.info("keep-alive experiment: a result is saved and repeat_days is 0; not running it again")
+                return
+            if wait > 0:
+                _log.debug("keep-alive experiment: next run in %.0f s", wait)
+                await asyncio.sleep(min(wait, LONGEST_SLEEP_SECS))
+                continue
+            await self._up.wait()
+            kept = await self._run_once()
+            self._notify()
+            if not kept:
+                await asyncio.sleep(settings.retry_delay_secs)
+
+    async def _run_once(self) -> bool:
+        """One whole search; False when it produced nothing worth keeping (try again after retry_delay_secs)."""
+        settings = self.settings
+        drops_before = self._drops
+        _log.info(
+            "keep-alive experiment started: up to %d rounds of %d idle sessions, keep-alive %d-%d s, on client ids "
+            "%s-ka<keep-alive>", settings.rounds, settings.parallel, settings.min_secs, settings.max_secs,
+            self._base_client_id, extra=logfields.event("keepalive_experiment_started"),
+        )
+        refresher = asyncio.create_task(self._keep_credentials_fresh(), name="nwp500d.experiment-credentials")
+        try:
+            result = await run_experiment(
+                self._factory_for, base_client_id=self._base_client_id, rounds=settings.rounds,
+                parallel=settings.parallel, lo_limit=settings.min_secs, hi_limit=settings.max_secs,
+                ping_timeout_ms=self._ping_timeout_ms, connect_timeout=self._connect_timeout,
+                on_progress=self._on_progress, clock=self._clock,
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed experiment must never take the monitoring down with it
+            self.failed += 1
+            _log.warning("keep-alive experiment failed (%s: %s); trying again in %.0f s", type(exc).__name__, exc,
+                         settings.retry_delay_secs)
+            return False
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+        dropped = self._drops - drops_before
+        if dropped:
+            self.discarded += 1
+            _log.warning(
+                "keep-alive experiment discarded: the monitored session dropped %d time(s) while it ran, so trial "
+                "drops cannot be told from that fault; trying again in %.0f s", dropped, settings.retry_delay_secs,
+                extra=logfields.event("keepalive_experiment_discarded", NWP_DROPS=dropped),
+            )
+            return False
+        self._keep(result)
+        self.kept += 1
+        return True
+
+    def _keep(self, result: Result) -> None:
+        self._on_result(result.bracket)
+        try:
+            save_keepalive_result(self._state_dir, result.as_dict(), finished_at=self._clock.wall(), source="daemon")
+        except OSError as exc:
+            _log.warning("keep-alive experiment result not saved in %s (%s); it is used until the next start",
+                         self._state_dir, exc.strerror or exc)
+        verdict = result.summary.splitlines()[0]
+        _log.info(
+            "keep-alive experiment finished: %s Recommended keep_alive_secs: %d.", verdict, result.recommendation,
+            extra=logfields.event("keepalive_experiment_finished", NWP_NAT_TIMEOUT=_bracket_text(result.bracket),
+                                  NWP_RECOMMENDED_KEEP_ALIVE=result.recommendation),
+        )
+
+    def _on_progress(self, progress: Progress) -> None:
+        """Rounds at INFO (a handful over hours), trials at DEBUG."""
+        _log.log(logging.INFO if progress.trial is None else logging.DEBUG, "keep-alive experiment: %s",
+                 progress.text)
+        if progress.kind == "round":
+            self.rounds_started += 1
+            self._notify()
+
+    async def _keep_credentials_fresh(self) -> None:
+        if self._refresh_credentials is None:
+            return
+        while True:
+            try:
+                await self._refresh_credentials()
+            except Exception as exc:  # noqa: BLE001 - trials then fail as inconclusive; the session reports it
+                _log.debug("keep-alive experiment: credentials not refreshed (%s)", type(exc).__name__)
+            await asyncio.sleep(CREDENTIALS_CHECK_SECS)
+
+
+
+
+def _bracket_text(bracket: Bracket) -> str:
+    lower, upper = bracket
+    if lower is None and upper is None:
+        return "unknown"
+    return f"({lower if lower is not None else 0}, {upper if upper is not None else 'inf'}] s"
