@@ -19,7 +19,7 @@ from typing import Any
 from nwp500d import __version__, exitcodes, logfields
 from nwp500d.analysis.classify import Settings as ClassifierSettings
 from nwp500d.analysis.classify import classify
-from nwp500d.clock import Clock, SystemClock, iso_utc
+from nwp500d.clock import SystemClock, iso_utc
 from nwp500d.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_summary, load_config
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.journal.correlator import Correlator
@@ -41,7 +41,7 @@ from nwp500d.netdiag.probes import EndpointProber, ProbeResult
 from nwp500d.redact import Redactor
 from nwp500d.secrets import Secret
 from nwp500d.state import export_periodically, load_nat_bracket, open_history, snapshot_exporter, stable_client_id
-from nwp500d.status import drops_within, status_line
+from nwp500d.status_reporter import StatusReporter
 from nwp500d.store import ensure_directory
 from nwp500d.systemd import Notifier, setup_logging, watchdog_interval, watchdog_loop
 
@@ -53,8 +53,6 @@ COUNTER_EVERY_TICKS = 10
 UP_KINDS = ("connected", "rebuilt", "deep_reconnected")
 LINK_EVENTS_KEPT = 32
 READY_AFTER_SECS = 45.0  # below the unit's TimeoutStartSec=90s: an unreachable cloud must not fail the boot
-START_EXTENSION_SECS = 60.0
-STATUS_REFRESH_SECS = 30.0
 WEDGED_SLACK_SECS = 60.0
 SESSION_SECTIONS = ("account", "navilink", "mqtt")
 LATER_SECTIONS = ("monitor", "journal", "netdiag", "exports", "metrics")
@@ -470,63 +468,6 @@ def _unhealthy(session: asyncio.Task[None], supervisor: SessionSupervisor, limit
     if stuck > limit:
         return f"the session supervisor made no progress for {stuck:.0f} s (limit {limit:.0f} s)"
     return None
-
-
-class StatusReporter:
-    """Keeps STATUS= current and sends READY=1 once: at the first session, or after a bounded start."""
-
-    def __init__(self, notifier: Notifier, supervisor: SessionSupervisor, collector: MqttDiagnosticsCollector,
-                 clock: Clock | None = None) -> None:
-        self._notifier = notifier
-        self._supervisor = supervisor
-        self._collector = collector
-        self._clock = clock or SystemClock()
-        self._since = self._clock.monotonic()
-        self._state = "starting"
-        self._last_error: str | None = None
-
-    def on_session_event(self, event: SessionEvent) -> None:
-        if event.kind in ("connected", "rebuilt", "deep_reconnected"):
-            self._state, self._since = "connected", event.monotonic
-            self.publish(ready=True)
-            return
-        if event.error is not None:
-            self._last_error = event.error.name
-        if event.kind == "interrupted":
-            self._state, self._since = "reconnecting", event.monotonic
-        elif event.kind == "failed" and not self._notifier.ready_sent:
-            self._notifier.extend_timeout(START_EXTENSION_SECS)
-        self.publish()
-
-    def line(self) -> str:
-        retained = self._collector.get_recent_drops(self._collector.max_events_retained)
-        last = retained[-1] if retained else None
-        cause = None
-        if last is not None and last.cause and last.error_name == self._last_error:
-            cause = f"{last.cause}/{last.subcause}" if last.subcause else last.cause
-        return status_line(
-            state=self._state,
-            state_seconds=self._clock.monotonic() - self._since,
-            drops_24h=drops_within([d.timestamp for d in retained], self._clock.wall()),
-            last_error=self._last_error,
-            cause=cause,
-        )
-
-    def publish(self, *, ready: bool = False) -> None:
-        if ready and not self._notifier.ready_sent:
-            self._notifier.ready(self.line())
-        else:
-            self._notifier.status(self.line())
-
-    async def run(self, ready_after_secs: float) -> None:
-        """READY after ``ready_after_secs`` even if the cloud is unreachable: the boot must not hang on us."""
-        await asyncio.sleep(ready_after_secs)
-        if not self._notifier.ready_sent:
-            self._state = "starting: cloud unreachable, still retrying"
-            self._notifier.ready(self.line())
-        while True:
-            self.publish()
-            await asyncio.sleep(STATUS_REFRESH_SECS)
 
 
 def run(config: Config, password: Secret, state_dir: Path, config_path: Path | None = None) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nwp500d.config import Config, ExportsConfig, JournalConfig, MqttConnectionConfig
-from nwp500d.daemon import UP_KINDS, WEDGED_SLACK_SECS, StatusReporter, _tick, _unhealthy
+from nwp500d.daemon import UP_KINDS, WEDGED_SLACK_SECS, _tick, _unhealthy
 from nwp500d.diagnostics import MqttDiagnosticsCollector
 from nwp500d.errors import ErrorInfo
 from nwp500d.journal.correlator import Correlator
@@ -57,6 +57,7 @@ from nwp500d.sim.broker import MosquittoBroker
 from nwp500d.sim.proxy import FaultProxy
 from nwp500d.sim.rest import FakeNaviLink
 from nwp500d.state import History, open_history, snapshot_exporter
+from nwp500d.status_reporter import StatusReporter
 from nwp500d.store import SnapshotExporter
 from nwp500d.systemd import Notifier, sd_notify, watchdog_loop
 
