@@ -175,7 +175,7 @@ class LoggingConfig(_Validated):
     # No debug/trace: at those levels awscrt writes the SigV4-signed WebSocket URL (session token included) to
     # stderr, past the redaction every other log line goes through.
     crt_log_level: Literal["off", "fatal", "error", "warn", "info"] = _opt(
-        "warn", why="awscrt's own log (the only place per-attempt CRT errors appear)"
+        "warn", why="awscrt's own log, raw on stderr: the detail behind an error name"
     )
 
 
