@@ -31,10 +31,10 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from nwp500d.sim.certs import CertPaths, generate_certs_async
+from nwp500d.sim.lifecycle import SimServer, wait_bounded
 
 HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT = 15.0
@@ -177,12 +177,7 @@ class _Process:
                 self._popen.send_signal(sig)
 
     async def wait_exit(self, bound: float) -> bool:
-        try:
-            async with asyncio.timeout(bound):
-                await asyncio.shield(self.exited)
-        except TimeoutError:
-            return False
-        return True
+        return not await wait_bounded((self.exited,), bound)
 
     async def end(self, sig: signal.Signals, bound: float) -> None:
         """Send ``sig``; escalate to SIGKILL if it is still there after ``bound`` seconds."""
@@ -221,7 +216,7 @@ async def _probe_mqtt(port: int) -> None:
             await writer.wait_closed()
 
 
-class MosquittoBroker:
+class MosquittoBroker(SimServer):
     """mosquitto on 127.0.0.1 with MQTT/TCP, MQTT/TLS and MQTT/WebSocket+TLS listeners on ephemeral ports.
 
     ``start()`` → ``kill()``/``restart()`` as often as a test likes (same ports, same CA) → ``stop()``, which removes
@@ -230,6 +225,7 @@ class MosquittoBroker:
     """
 
     host = HOST
+    _noun = "broker"
 
     def __init__(
         self,
@@ -252,33 +248,21 @@ class MosquittoBroker:
 
     # -- properties ----------------------------------------------------------------------------------------------
 
-    def _need_ports(self) -> tuple[int, int, int]:
-        if self._ports is None:
-            raise RuntimeError("the broker is not started")
-        return self._ports
-
-    def _need_dir(self) -> Path:
-        if self._dir is None:
-            raise RuntimeError("the broker is not started")
-        return self._dir
-
     @property
     def tcp_port(self) -> int:
-        return self._need_ports()[0]
+        return self._running(self._ports)[0]
 
     @property
     def tls_port(self) -> int:
-        return self._need_ports()[1]
+        return self._running(self._ports)[1]
 
     @property
     def wss_port(self) -> int:
-        return self._need_ports()[2]
+        return self._running(self._ports)[2]
 
     @property
     def certs(self) -> CertPaths:
-        if self._certs is None:
-            raise RuntimeError("the broker is not started")
-        return self._certs
+        return self._running(self._certs)
 
     @property
     def ca_file(self) -> Path:
@@ -286,11 +270,11 @@ class MosquittoBroker:
 
     @property
     def directory(self) -> Path:
-        return self._need_dir()
+        return self._running(self._dir)
 
     @property
     def log_path(self) -> Path:
-        return self._need_dir() / "mosquitto.log"
+        return self.directory / "mosquitto.log"
 
     @property
     def pid(self) -> int | None:
@@ -302,8 +286,7 @@ class MosquittoBroker:
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._dir is not None:
-            raise RuntimeError("the broker is already started; use restart()")
+        self._refuse_if_running(self._dir, hint="; use restart()")
         executable = self._executable or find_mosquitto()
         if not os.access(executable, os.X_OK):
             raise BrokerUnavailable(f"{executable} is not an executable file")
@@ -358,19 +341,10 @@ class MosquittoBroker:
         """SIGTERM (SIGKILL if it lingers), then remove the private directory. Safe to call more than once."""
         await self._teardown()
 
-    async def __aenter__(self) -> MosquittoBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
     # -- internals -----------------------------------------------------------------------------------------------
 
     async def _launch(self, executable: str) -> None:
-        directory, certs, ports = self._need_dir(), self.certs, self._need_ports()
+        directory, certs, ports = self.directory, self.certs, self._running(self._ports)
         config = directory / "mosquitto.conf"
         config.write_text(_config_text(self.log_path, certs, ports, self._extra), encoding="utf-8")
         argv = [executable, "-c", str(config)]
@@ -410,7 +384,7 @@ class MosquittoBroker:
             )
 
     def _check_opened(self, proc: _Process) -> None:
-        missing = set(self._need_ports()) - proc.opened_ports
+        missing = set(self._running(self._ports)) - proc.opened_ports
         if missing:
             raise BrokerStartError(f"mosquitto did not open ports {sorted(missing)}; log tail:\n{proc.log_tail()}")
 

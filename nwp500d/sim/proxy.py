@@ -28,8 +28,9 @@ import contextlib
 import socket
 import ssl
 import struct
-from types import TracebackType
 from typing import Final
+
+from nwp500d.sim.lifecycle import SimServer, wait_bounded
 
 LISTEN_HOST: Final = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -336,8 +337,10 @@ class _Sink(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class FaultProxy:
+class FaultProxy(SimServer):
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``, with faults switchable at any time."""
+
+    _noun = "proxy"
 
     def __init__(
         self,
@@ -367,15 +370,11 @@ class FaultProxy:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            raise RuntimeError("the proxy is not started")
-        return self._loop
+        return self._running(self._loop)
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the proxy is not started")
-        return self._port
+        return self._running(self._port)
 
     @property
     def connections_accepted(self) -> int:
@@ -390,8 +389,7 @@ class FaultProxy:
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("the proxy is already started")
+        self._refuse_if_running(self._server)
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
@@ -427,15 +425,6 @@ class FaultProxy:
                 await server.wait_closed()
         self._server = self._sink = None
         self._port = None
-
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def wait_idle(self) -> None:
         """Return once no connection is left, so a test can await the proxy noticing that a client went away."""
@@ -487,12 +476,9 @@ class FaultProxy:
         links = [link for link in self._links if not link.finished]
         for link in links:
             link.finish(how)
-        pending = [link.done for link in self._links]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=_TEARDOWN_BOUND)
-            if late:
-                # A graceful close waits for the peer to take our buffered bytes; one that never reads is aborted.
-                for link in list(self._links):
-                    link.finish("abort")
-                await asyncio.wait([link.done for link in self._links], timeout=_TEARDOWN_BOUND)
+        if await wait_bounded([link.done for link in self._links], _TEARDOWN_BOUND):
+            # A graceful close waits for the peer to take our buffered bytes; one that never reads is aborted.
+            for link in list(self._links):
+                link.finish("abort")
+            await wait_bounded([link.done for link in self._links], _TEARDOWN_BOUND)
         return len(links)

@@ -19,12 +19,12 @@ import secrets
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from nwp500d.clock import Clock, SystemClock
+from nwp500d.sim.lifecycle import SimServer
 
 API_PREFIX = "/api/v2.1"
 MODES = frozenset({"ok", "http_500", "http_503", "timeout", "malformed_json", "malformed_envelope", "reject"})
@@ -65,8 +65,10 @@ def _fake_access_key_id() -> str:
     return "ASIA" + "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class FakeNaviLink:
+class FakeNaviLink(SimServer):
     """``await start()`` then point a client at ``base_url``. Counters count requests per endpoint, any outcome."""
+
+    _noun = "fake NaviLink"
 
     def __init__(
         self,
@@ -158,15 +160,6 @@ class FakeNaviLink:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> FakeNaviLink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ HTTP
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
+
+from nwp500d.sim.lifecycle import SimServer, wait_bounded
 
 LISTEN_HOST = "127.0.0.1"
 _CHUNK = 65536
@@ -40,8 +41,10 @@ class Mapping:
     writers: list[asyncio.StreamWriter] = field(default_factory=list, repr=False)
 
 
-class IdleExpiringNat:
+class IdleExpiringNat(SimServer):
     """Forward ``127.0.0.1:<port>`` to ``target``, blackholing any connection left idle for ``idle_timeout`` s."""
+
+    _noun = "NAT"
 
     def __init__(self, target_host: str, target_port: int, idle_timeout: float, *, connect_timeout: float = 5.0):
         self.target_host = target_host
@@ -55,9 +58,7 @@ class IdleExpiringNat:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the NAT is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._running(self._server).sockets[0].getsockname()[1])
 
     @property
     def open_clients(self) -> int:
@@ -82,24 +83,13 @@ class IdleExpiringNat:
         for mapping in self.mappings:
             for writer in mapping.writers:
                 writer.transport.abort()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=_STOP_BOUND)
+        await wait_bounded(self._handlers, _STOP_BOUND)
         for task in list(self._handlers):
             task.cancel()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=_STOP_BOUND)
+        await wait_bounded(self._handlers, _STOP_BOUND)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> IdleExpiringNat:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _notify(self) -> None:
         self._changed.set()
