@@ -356,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_demo(args.duration, args.state_dir.resolve(), seed=args.seed))
     except BrokerUnavailable as exc:
-        raise CliError(f"{exc} (install it: apt-get install mosquitto)", exitcodes.UNAVAILABLE) from None
+        raise CliError(str(exc), exitcodes.UNAVAILABLE) from None
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """``nwp500d demo`` and ``nwp500d sim``: the real daemon against a local NaviLink stand-in, with scripted faults.
 
-Everything the cloud would be runs on loopback: the fake REST API, mosquitto with a WebSocket+TLS listener (the
-production path, SigV4-signed upgrade included), a fault proxy between daemon and broker, and a simulated water
-heater connected straight to the broker. No credentials, no root, no network.
+Everything the cloud would be runs on loopback: the fake REST API, mosquitto (or amqtt where mosquitto is not
+installed) with a WebSocket+TLS listener (the production path, SigV4-signed upgrade included), a fault proxy between
+daemon and broker, and a simulated water heater connected straight to the broker. No credentials, no root, no
+network.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from nwp500d.daemon import run_daemon
 from nwp500d.mqtt.session import SessionEvent
 from nwp500d.mqtt.transport import TransportSettings
 from nwp500d.secrets import Secret
-from nwp500d.sim.broker import MosquittoBroker
 from nwp500d.sim.device import SimulatedDevice
+from nwp500d.sim.local_broker import LocalBroker, broker_name, local_broker
 from nwp500d.sim.proxy import FaultProxy
 from nwp500d.sim.rest import FakeNaviLink
 from nwp500d.summary import format_duration
@@ -47,7 +48,7 @@ DEMO_MAC = "0478aa55cc01"
 @dataclass
 class Simulator:
     navilink: FakeNaviLink
-    broker: MosquittoBroker
+    broker: LocalBroker
     proxy: FaultProxy
     device: SimulatedDevice
 
@@ -80,7 +81,7 @@ class Simulator:
 
 @contextlib.asynccontextmanager
 async def simulator(*, aws_lifetime_secs: int = 3600) -> AsyncIterator[Simulator]:
-    async with MosquittoBroker() as broker:
+    async with local_broker() as broker:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(str(broker.certs.cert_file), str(broker.certs.key_file))
         devices = [{"deviceInfo": {"homeSeq": 1, "macAddress": DEMO_MAC, "additionalValue": "5322",
@@ -144,8 +145,8 @@ async def run_demo(duration: float, state_dir: Path, out: TextIO = sys.stdout, s
     # AWS credentials that expire mid-demo (inside the 300 s refresh margin after duration/2): the daemon must
     # sign in again for fresh ones on a reconnect, as it would against the real cloud.
     async with simulator(aws_lifetime_secs=int(300 + duration / 2)) as sim:
-        print(f"nwp500d demo: {duration:.0f} s against a local NaviLink simulator (mosquitto over WebSocket+TLS "
-              f"with SigV4, fake REST API, simulated NWP500)", file=out, flush=True)
+        print(f"nwp500d demo: {duration:.0f} s against a local NaviLink simulator ({broker_name(sim.broker)} over "
+              f"WebSocket+TLS with SigV4, fake REST API, simulated NWP500)", file=out, flush=True)
         stop = asyncio.Event()
         started = time.monotonic()
         daemon = asyncio.create_task(run_daemon(
