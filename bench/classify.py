@@ -8,8 +8,6 @@ The baseline, measured in the same run, is the cost of only parsing the same dro
 
 from __future__ import annotations
 
-import argparse
-import gc
 import json
 import random
 import statistics
@@ -17,6 +15,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from _harness import gc_paused, new_parser
 
 from nwp500d.analysis.classify import classify
 from nwp500d.clock import iso_utc
@@ -52,7 +52,7 @@ def build(drops: int, events_per_drop: int, seed: int) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--drops", type=int, default=100_000)
     parser.add_argument("--events-per-drop", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -67,14 +67,12 @@ def main() -> int:
     analysis: Any = None
     for _ in range(args.repeats):
         drops, analysis = [], None  # release the previous repeat's objects: each repeat starts alike
-        gc.collect()
-        gc.disable()
-        t0 = time.perf_counter()
-        drops = [ConnectionDropEvent.from_dict(json.loads(line)) for line in encoded]
-        t1 = time.perf_counter()
-        analysis = classify(drops)
-        t2 = time.perf_counter()
-        gc.enable()
+        with gc_paused():
+            t0 = time.perf_counter()
+            drops = [ConnectionDropEvent.from_dict(json.loads(line)) for line in encoded]
+            t1 = time.perf_counter()
+            analysis = classify(drops)
+            t2 = time.perf_counter()
         parse_times.append(t1 - t0)
         classify_times.append(t2 - t1)
         verdict = analysis.verdict

@@ -8,9 +8,10 @@ its pinned stack could move ours), so the bench builds a throwaway venv for it i
 at exit, even on failure or SIGTERM. ``--baseline-venv DIR`` reuses one instead; ``--no-baseline`` skips it.
 
 This file is also its own measurement script: with ``--measure MODULE`` it imports nothing but the standard library
-and MODULE, so the baseline venv's interpreter runs the very code that measures ours in this one. That code touches
-only the API both collectors share: ``MqttDiagnosticsCollector(max_events_retained=N)``, ``record_publish()``,
-``await record_connection_drop(error=...)``, ``await record_connection_success(event_type=...)`` and ``export_json()``.
+(``_harness`` included: it is standard library only) and MODULE, so the baseline venv's interpreter runs the very
+code that measures ours in this one. That code touches only the API both collectors share:
+``MqttDiagnosticsCollector(max_events_retained=N)``, ``record_publish()``, ``await record_connection_drop(error=...)``,
+``await record_connection_success(event_type=...)`` and ``export_json()``.
 """
 
 from __future__ import annotations
@@ -18,22 +19,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib
-import importlib.metadata
 import json
 import os
-import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol, cast
+
+# ``--measure`` runs this file under ``python -I`` in the baseline venv, which leaves its folder off sys.path. Appended,
+# not prepended: nothing in bench/ may shadow what is measured.
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+if _BENCH_DIR not in sys.path:
+    sys.path.append(_BENCH_DIR)
+
+from _harness import (  # noqa: E402
+    BenchError,
+    add_json_flag,
+    exit_on_sigterm,
+    fail,
+    finish,
+    gc_paused,
+    new_parser,
+    positive_int,
+    print_columns,
+    progress,
+    python_label,
+    run_command,
+    scratch_dir,
+    version,
+)
 
 BASELINE_REQUIREMENT = "nwp500-python==6.1.1"
 BASELINE_MODULE = "nwp500"
@@ -47,11 +63,7 @@ HANGUP_MESSAGE = "The connection was closed unexpectedly."
 
 VENV_TIMEOUT_SECS = 180.0
 PIP_TIMEOUT_SECS = 600.0
-KILL_GRACE_SECS = 10.0
-
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (no network for pip, a broken venv)."""
+FAILURE_TAIL_LINES = 15  # of a failing venv or pip command's output, in the error
 
 
 # ---------------------------------------------------------------- measurement (runs on both sides)
@@ -106,31 +118,11 @@ def _load_factory(module_name: str) -> tuple[CollectorFactory, str]:
     return make, str(getattr(module, "__file__", "?"))
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """As timeit does: a collection landing in one repetition and not another is noise, not the collector's cost."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _time_publish(make: CollectorFactory, calls: int, repeats: int) -> list[float]:
     samples: list[float] = []
     for _ in range(repeats):
         publish = make(1000).record_publish
-        with _gc_paused():
+        with gc_paused():
             start = time.perf_counter()
             for _ in range(calls):
                 publish()
@@ -154,12 +146,12 @@ def _time_size(make: CollectorFactory, size: int, repeats: int, error: BaseExcep
     collector = make(size)
     for _ in range(repeats):
         collector = make(size)  # the last one filled is the one exported
-        with _gc_paused():
+        with gc_paused():
             fill_samples.append(asyncio.run(_fill(collector, size, error)))
     export_samples: list[float] = []
     text = ""
     for _ in range(repeats):
-        with _gc_paused():
+        with gc_paused():
             start = time.perf_counter()
             text = collector.export_json()
             export_samples.append(time.perf_counter() - start)
@@ -183,10 +175,10 @@ def measure(module_name: str, publish_calls: int, sizes: Sequence[int], repeats:
         "module": module_name,
         "module_file": module_file,
         "distribution": distribution,
-        "version": _version(distribution),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "version": version(distribution),
+        "python": python_label(),
         "executable": sys.executable,
-        "awscrt": _version("awscrt"),
+        "awscrt": version("awscrt"),
         "error_class": error_kind,
         "publish": {"calls": publish_calls, "seconds": _time_publish(make, publish_calls, repeats)},
         "sizes": [_time_size(make, size, repeats, error) for size in sizes],
@@ -196,70 +188,12 @@ def measure(module_name: str, publish_calls: int, sizes: Sequence[int], repeats:
 # ---------------------------------------------------------------- the baseline venv
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=KILL_GRACE_SECS)
-
-
-class _Termination:
-    """Turns SIGTERM into SystemExit, except while a child is being spawned.
-
-    Raised inside ``Popen()`` the exit would leave a started child that no code holds, so it would outlive the bench
-    and keep writing into the venv being removed; the signal waits until the child can be killed.
-    """
-
-    def __init__(self) -> None:
-        self.spawning = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, _frame: FrameType | None) -> None:
-        if self.spawning:
-            self.pending = signum
-            return
-        raise SystemExit(128 + signum)
-
-    @contextlib.contextmanager
-    def spawning_child(self) -> Iterator[None]:
-        self.spawning = True
-        try:
-            yield
-        finally:
-            self.spawning = False
-        if self.pending is not None:
-            raise SystemExit(128 + self.pending)
-
-
-_termination = _Termination()
-
-
-def _run(command: list[str], timeout: float, what: str) -> str:
-    """Own process group, so a timeout or an interrupt also ends whatever pip spawned (build backends)."""
-    proc: subprocess.Popen[str] | None = None
-    try:
-        with _termination.spawning_child():
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if proc is not None:
-            _kill_group(proc)
-        raise BenchError(f"{what} timed out after {timeout:.0f} s") from None
-    except BaseException:
-        if proc is not None:
-            _kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        tail = "\n".join((err or out).strip().splitlines()[-15:])
-        raise BenchError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-    return out
+def _run(command: list[str], timeout: float, what: str, *, scratch: Path | None = None) -> str:
+    """Own process group, so a timeout or an interrupt also ends whatever pip spawned (build backends). With
+    ``scratch``, its temporary files go there too (pip's own build and unpack directories outlive a killed pip)."""
+    env = {**os.environ, "TMPDIR": str(scratch)} if scratch is not None else None
+    out = run_command(command, timeout, what, tail_lines=FAILURE_TAIL_LINES, stdout_if_silent=True, env=env)
+    return out.decode(errors="replace")
 
 
 def _venv_python(venv: Path) -> Path:
@@ -268,22 +202,23 @@ def _venv_python(venv: Path) -> Path:
 
 def _create_baseline_venv(parent: Path) -> Path:
     venv = parent / "venv"
-    _progress(f"creating a throwaway venv for {BASELINE_REQUIREMENT} in {venv}")
+    progress(f"creating a throwaway venv for {BASELINE_REQUIREMENT} in {venv}")
     _run([sys.executable, "-I", "-m", "venv", str(venv)], VENV_TIMEOUT_SECS, "python -m venv")
     python = _venv_python(venv)
-    _progress(f"pip install {BASELINE_REQUIREMENT} (into the throwaway venv only)")
+    progress(f"pip install {BASELINE_REQUIREMENT} (into the throwaway venv only)")
     _run(
         [str(python), "-I", "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
          BASELINE_REQUIREMENT],
         PIP_TIMEOUT_SECS,
         f"pip install {BASELINE_REQUIREMENT}",
+        scratch=parent,
     )
     return python
 
 
 def _measure_baseline(python: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``-I`` keeps the script's folder and PYTHONPATH off sys.path: only the venv's own nwp500 can be measured."""
-    _progress(f"measuring {BASELINE_MODULE} in {python}")
+    progress(f"measuring {BASELINE_MODULE} in {python}")
     out = _run(
         [str(python), "-I", str(Path(__file__).resolve()), "--measure", BASELINE_MODULE, *_shared_args(args)],
         args.timeout,
@@ -413,11 +348,7 @@ def _print_table(report: dict[str, Any]) -> None:
         ]
         for row in report["rows"]
     ]
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    for line in [header, *body]:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        print("   ".join(cells).rstrip())
+    print_columns(header, body)
     config = report["config"]
     print()
     print(_side_line("ours  ", ours))
@@ -445,24 +376,17 @@ def _print_table(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    value = int(text.replace(",", "").replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = new_parser(__doc__)
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--baseline-venv", type=Path, metavar="DIR",
                           help=f"reuse this venv (with {BASELINE_REQUIREMENT}) instead of building a throwaway one")
     baseline.add_argument("--no-baseline", action="store_true", help="measure nwp500d only")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
-    parser.add_argument("--publish-calls", type=_positive_int, default=1_000_000, metavar="N")
-    parser.add_argument("--sizes", type=_positive_int, nargs="+", default=[1000, 10_000], metavar="N",
+    add_json_flag(parser)
+    parser.add_argument("--publish-calls", type=positive_int, default=1_000_000, metavar="N")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1000, 10_000], metavar="N",
                         help="retained-event counts for the export and recording figures")
-    parser.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="best of N (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, metavar="N", help="best of N (default 5)")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="SECS",
                         help="limit for the baseline measurement subprocess (default 600)")
     parser.add_argument("--measure", metavar="MODULE", help=argparse.SUPPRESS)
@@ -477,33 +401,26 @@ def _shared_args(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def _compare(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     setup_seconds = 0.0
     theirs: dict[str, Any] | None = None
     scratch: Path | None = None
-    try:
+    with contextlib.ExitStack() as cleanup:
         python: Path | None = None
         if args.baseline_venv is not None:
             python = _venv_python(args.baseline_venv)
             if not python.exists():
                 raise BenchError(f"--baseline-venv {args.baseline_venv}: no {python}")
         elif not args.no_baseline:
-            scratch = Path(tempfile.mkdtemp(prefix="nwp500d-bench-"))
+            scratch = cleanup.enter_context(scratch_dir("nwp500d-bench-"))
             setup_started = time.perf_counter()
             python = _create_baseline_venv(scratch)
             setup_seconds = time.perf_counter() - setup_started
-        _progress(f"measuring {OURS_MODULE} in {sys.executable}")
+        progress(f"measuring {OURS_MODULE} in {sys.executable}")
         ours = measure(OURS_MODULE, args.publish_calls, args.sizes, args.repeats)
         if python is not None:
             theirs = _measure_baseline(python, args)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
     return {
         "config": {"publish_calls": args.publish_calls, "sizes": args.sizes, "repeats": args.repeats},
         "ours": ours,
@@ -520,19 +437,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure, args.publish_calls, args.sizes, args.repeats)), flush=True)
         return 0
-    signal.signal(signal.SIGTERM, _termination.handler)  # so `finally` removes the venv
+    exit_on_sigterm()  # so the scratch directory, the venv in it, is removed on the way out
     try:
         report = _compare(args)
     except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        status = fail(exc)
         if args.baseline_venv is None and not args.no_baseline:
             print("bench: --no-baseline measures nwp500d alone", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
-    return 0
+        return status
+    return finish(report, as_json=args.json, table=_print_table)
 
 
 if __name__ == "__main__":

@@ -32,19 +32,30 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import importlib.metadata
-import json
 import logging
-import platform
 import random
-import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from _harness import (
+    BenchError,
+    add_json_flag,
+    finish,
+    median_ratio,
+    new_parser,
+    positive_int,
+    print_columns,
+    progress,
+    python_label,
+    run_to_exit_status,
+    sigterm_cancels_current_task,
+    spread,
+    spread_cell,
+    versions,
+)
 from awscrt import auth as crt_auth
 from awscrt import mqtt as crt_mqtt
 from awsiot import mqtt_connection_builder
@@ -77,10 +88,6 @@ RECOVER_BOUND = 90.0  # above the CRT's 60 s reconnect cap, so a slow baseline i
 PROBE_BOUND = 10.0
 CLOSE_BOUND = 10.0
 IDLE_BOUND = 5.0
-
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (no mosquitto, a bad flag)."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +350,7 @@ async def _measure(settings: Settings) -> dict[str, Any]:
                     phase = rng.uniform(0, settings.keep_alive) if fault == "blackhole" else None
                     for label in order:
                         result = Trial(label, fault, number, phase_secs=phase)
-                        _progress(f"trial {number}/{settings.trials} {fault:<9} {label}")
+                        progress(f"trial {number}/{settings.trials} {fault:<9} {label}")
                         side = makers[label](f"nwp500d-bench-{label}-{fault}-{number}-{rng.randrange(1 << 30)}")
                         try:
                             await _run_trial(sim, side, fault, result, settings)
@@ -356,7 +363,7 @@ async def _measure(settings: Settings) -> dict[str, Any]:
                             await side.close()
                             await _settle_proxy(sim)
                         if result.problem:
-                            _progress(f"  problem: {result.problem}")
+                            progress(f"  problem: {result.problem}")
                         results.append(result)
         finally:
             await navilink.close()
@@ -364,12 +371,6 @@ async def _measure(settings: Settings) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- report
-
-
-def _spread(values: Sequence[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _summary(trials: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
@@ -391,44 +392,32 @@ def _summary(trials: list[dict[str, Any]], settings: Settings) -> list[dict[str,
             for side in settings.sides:
                 picked = [t for t in trials if t["fault"] == fault and t["side"] == side]
                 values = [scale(t[key]) for t in picked if t[key] is not None]
-                row[side] = _spread(values)
+                row[side] = spread(values)
                 row[f"{side}_missing"] = len(picked) - len(values)
-            ours, base = row.get("ours"), row.get("baseline")
-            row["ratio"] = ours["median"] / base["median"] if ours and base and base["median"] > 0 else None
+            row["ratio"] = median_ratio(row.get("ours"), row.get("baseline"))
             rows.append(row)
         if fault == "refused":
             row = {"fault": fault, "metric": "failed attempts reported (count)"}
             for side in settings.sides:
                 counts = [float(t["failed_attempts_reported"]) for t in trials
                           if t["fault"] == fault and t["side"] == side]
-                row[side] = _spread(counts)
+                row[side] = spread(counts)
                 row[f"{side}_missing"] = 0
             row["ratio"] = None
             rows.append(row)
     return rows
 
 
-def _cell(spread: dict[str, float] | None, missing: int) -> str:
-    if spread is None:
-        return f"n/a ({missing} failed)" if missing else "n/a"
-    text = f"{spread['median']:.3f} ({spread['min']:.3f}-{spread['max']:.3f})"
-    return f"{text} [{missing} failed]" if missing else text
-
-
 def _print_table(report: dict[str, Any]) -> None:
     cfg = report["config"]
     header = ["fault", "metric", "ours median (min-max)", "baseline median (min-max)", "ratio ours/baseline"]
     body = [
-        [row["fault"], row["metric"], _cell(row.get("ours"), row["ours_missing"]),
-         _cell(row.get("baseline"), row["baseline_missing"]),
+        [row["fault"], row["metric"], spread_cell(row.get("ours"), row["ours_missing"]),
+         spread_cell(row.get("baseline"), row["baseline_missing"]),
          "-" if row["ratio"] is None else f"{row['ratio']:.2f}"]
         for row in report["rows"]
     ]
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    for line in [header, *body]:
-        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
-        cells += [cell.rjust(width) for cell, width in zip(line[2:], widths[2:], strict=True)]
-        print("   ".join(cells).rstrip())
+    print_columns(header, body, left=2)
     print()
     errors: dict[str, set[str]] = {}
     for trial in report["trials"]:
@@ -456,53 +445,28 @@ def _print_table(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--trials", type=_positive_int, default=DEFAULT_TRIALS, metavar="N",
+    parser = new_parser(__doc__)
+    parser.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS, metavar="N",
                         help=f"trials per fault and side (default {DEFAULT_TRIALS})")
-    parser.add_argument("--keep-alive", type=_positive_int, default=DEFAULT_KEEP_ALIVE_SECS, metavar="SECS",
+    parser.add_argument("--keep-alive", type=positive_int, default=DEFAULT_KEEP_ALIVE_SECS, metavar="SECS",
                         help=f"MQTT keep-alive K for both sides (default {DEFAULT_KEEP_ALIVE_SECS})")
-    parser.add_argument("--ping-timeout-ms", type=_positive_int, default=DEFAULT_PING_TIMEOUT_MS, metavar="MS",
+    parser.add_argument("--ping-timeout-ms", type=positive_int, default=DEFAULT_PING_TIMEOUT_MS, metavar="MS",
                         help=f"PINGRESP deadline P for both sides (default {DEFAULT_PING_TIMEOUT_MS})")
     parser.add_argument("--refuse-secs", type=float, default=DEFAULT_REFUSE_SECS, metavar="SECS",
                         help=f"how long the refused fault lasts (default {DEFAULT_REFUSE_SECS:g})")
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS), help="faults to run")
     parser.add_argument("--seed", type=int, default=None, help="seed for the blackhole ping phases")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    add_json_flag(parser)
     parser.add_argument("--verbose", action="store_true", help="show nwp500d's own warnings on stderr")
     return parser
 
 
 async def _amain(settings: Settings) -> dict[str, Any]:
     """SIGTERM cancels this task, so every ``async with`` and ``finally`` below unwinds as on any other error."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
+    with sigterm_cancels_current_task():
         started = time.perf_counter()
         measured = await _measure(settings)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-    versions = {name: _version(name) for name in ("nwp500d", "awscrt", "awsiotsdk")}
     backoff = MqttConnectionConfig()
     return {
         "config": {
@@ -512,8 +476,8 @@ async def _amain(settings: Settings) -> dict[str, Any]:
                             f"jittered up to {backoff.max_reconnect_delay:g} s",
             "baseline_reconnect_secs": list(BUILDER_RECONNECT),
         },
-        "versions": versions,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions("nwp500d", "awscrt", "awsiotsdk"),
+        "python": python_label(),
         "rows": _summary(measured["trials"], settings),
         "trials": measured["trials"],
         "elapsed_seconds": time.perf_counter() - started,
@@ -529,21 +493,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
     settings = Settings(trials=args.trials, keep_alive=args.keep_alive, ping_ms=args.ping_timeout_ms,
                         refuse_secs=args.refuse_secs, faults=tuple(dict.fromkeys(args.faults)), seed=args.seed)
-    try:
-        report = asyncio.run(_amain(settings))
-    except asyncio.CancelledError:
-        print("bench: stopped by SIGTERM (everything it started was shut down)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        return 130
-    except (BenchError, BrokerUnavailable) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
-    return 0
+    return run_to_exit_status(
+        lambda: asyncio.run(_amain(settings)),
+        lambda report: finish(report, as_json=args.json, table=_print_table),
+        errors=(BenchError, BrokerUnavailable),
+        stop=asyncio.CancelledError,
+        stopped_note="everything it started was shut down",
+    )
 
 
 if __name__ == "__main__":

@@ -25,22 +25,35 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import importlib.metadata
 import itertools
-import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _harness import (
+    REPO,
+    BenchError,
+    add_json_flag,
+    finish,
+    kill_group_now,
+    new_parser,
+    print_columns,
+    progress,
+    python_label,
+    ratio,
+    run_to_exit_status,
+    scratch_dir,
+    sigterm_cancels_current_task,
+    versions,
+)
 
 from nwp500d.config import Config
 from nwp500d.navilink.auth import NaviLinkClient
@@ -54,7 +67,6 @@ STOP_BOUND = 20.0
 KILL_BOUND = 5.0
 REGION = "us-east-1"
 BUILDER_KEEP_ALIVE_SECS = 1200
-REPO = Path(__file__).resolve().parent.parent
 DAEMON_READY = re.compile(r"MQTT session up")
 BASELINE_READY = re.compile(r"^up$")
 # Lines that mean the session did not stay idle: the daemon's reconnect/warning lines, the holder's callbacks.
@@ -93,10 +105,6 @@ print("up", flush=True)
 signal.sigwait({signal.SIGTERM, signal.SIGINT})
 connection.disconnect().result(10)
 """
-
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (a child that never came up)."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +224,7 @@ class Child:
     async def kill(self) -> None:
         if self.process.returncode is None:
             self.killed = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            kill_group_now(self.process.pid)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(KILL_BOUND):
                     await self.process.wait()
@@ -281,27 +288,27 @@ async def _sample_window(children: Sequence[Child], seconds: float, interval: fl
                 samples[child.label].append(sample(child.pid, at))
             except (FileNotFoundError, ProcessLookupError) as exc:
                 raise BenchError(f"{child.label} vanished during the window ({exc})") from None
-        _progress(f"{at:5.0f} s  " + "  ".join(
+        progress(f"{at:5.0f} s  " + "  ".join(
             f"{child.label} {samples[child.label][-1].rss_kib / 1024:.1f} MiB" for child in children))
     return samples
 
 
 async def _measure(seconds: float, interval: float) -> dict[str, Any]:
     async with simulator() as sim:
-        with tempfile.TemporaryDirectory(prefix="nwp500d-footprint-") as tmp:
-            _progress("starting the daemon and the baseline holder")
-            daemon, baseline = await _spawn_both(sim, Path(tmp))
+        with scratch_dir("nwp500d-footprint-") as scratch:
+            progress("starting the daemon and the baseline holder")
+            daemon, baseline = await _spawn_both(sim, scratch)
             children = (daemon, baseline)
             try:
                 # Each wait is bounded on its own, so gather (no cancelling of the sibling) cannot hang.
                 await asyncio.gather(*(child.wait_ready(START_BOUND) for child in children))
                 for child in children:
                     child.window_open = True
-                _progress(f"both sessions up; sampling every {interval:g} s for {seconds:g} s")
+                progress(f"both sessions up; sampling every {interval:g} s for {seconds:g} s")
                 samples = await _sample_window(children, seconds, interval)
                 for child in children:
                     child.window_open = False  # what they log while shutting down is not idle behaviour
-                _progress("stopping both with SIGTERM")
+                progress("stopping both with SIGTERM")
                 await asyncio.gather(*(child.stop(STOP_BOUND) for child in children))
             finally:
                 # After an error or SIGTERM the children get the same polite stop first; kill() only finishes up.
@@ -393,33 +400,23 @@ def _rows(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, Any]]:
         if key in ("threads", "fds"):
             rows.append({"figure": label, "ours": f"{ours[key + '_start']} / {ours[key + '_end']}",
                          "baseline": f"{theirs[key + '_start']} / {theirs[key + '_end']}",
-                         "ratio": _ratio(ours[key + "_end"], theirs[key + "_end"])})
+                         "ratio": ratio(ours[key + "_end"], theirs[key + "_end"])})
             continue
         mine, other = ours[key], theirs[key]
         rows.append({
             "figure": label,
             "ours": "-" if mine is None else fmt.format(mine),
             "baseline": "-" if other is None else fmt.format(other),
-            "ratio": None if key in _NO_RATIO else _ratio(mine, other),
+            "ratio": None if key in _NO_RATIO else ratio(mine, other),
         })
     return rows
-
-
-def _ratio(mine: float | None, other: float | None) -> float | None:
-    if mine is None or other is None or other <= 0:
-        return None
-    return mine / other
 
 
 def _print_table(report: dict[str, Any]) -> None:
     header = ["figure", "ours (nwp500d run)", "baseline (builder)", "ratio ours/baseline"]
     body = [[row["figure"], row["ours"], row["baseline"], "-" if row["ratio"] is None else f"{row['ratio']:.2f}"]
             for row in report["rows"]]
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    for line in [header, *body]:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        print("   ".join(cells).rstrip())
+    print_columns(header, body)
     print()
     cfg = report["config"]
     for label in ("daemon", "baseline"):
@@ -446,17 +443,6 @@ def _print_table(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 1:
@@ -465,26 +451,20 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = new_parser(__doc__)
     parser.add_argument("--seconds", type=_seconds, default=DEFAULT_SECONDS, metavar="SECS",
                         help=f"length of the idle window (default {DEFAULT_SECONDS:g})")
     parser.add_argument("--interval", type=_seconds, default=DEFAULT_INTERVAL, metavar="SECS",
                         help=f"sampling period (default {DEFAULT_INTERVAL:g})")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    add_json_flag(parser)
     return parser
 
 
 async def _amain(seconds: float, interval: float) -> dict[str, Any]:
     """SIGTERM cancels this task, so the children are stopped by the same ``finally`` as on any error."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
+    with sigterm_cancels_current_task():
         started = time.perf_counter()
         raw = await _measure(seconds, interval)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
     ours, theirs = _figures(raw["daemon"], seconds), _figures(raw["baseline"], seconds)
     defaults = Config()
     return {
@@ -495,8 +475,8 @@ async def _amain(seconds: float, interval: float) -> dict[str, Any]:
             "daemon_export_interval_secs": defaults.exports.interval_secs,
             "baseline_keep_alive_secs": BUILDER_KEEP_ALIVE_SECS,
         },
-        "versions": {name: _version(name) for name in ("nwp500d", "awscrt", "awsiotsdk")},
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions("nwp500d", "awscrt", "awsiotsdk"),
+        "python": python_label(),
         "ours": ours,
         "baseline": theirs,
         "rows": _rows(ours, theirs),
@@ -517,26 +497,23 @@ def _problems(report: dict[str, Any]) -> list[str]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        report = asyncio.run(_amain(args.seconds, args.interval))
-    except asyncio.CancelledError:
-        print("bench: stopped by SIGTERM (both children were stopped)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        return 130
-    except (BenchError, BrokerUnavailable) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
+def _show(report: dict[str, Any], *, as_json: bool) -> int:
+    finish(report, as_json=as_json, table=_print_table)
     problems = _problems(report)
     for problem in problems:
         print(f"bench: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_to_exit_status(
+        lambda: asyncio.run(_amain(args.seconds, args.interval)),
+        lambda report: _show(report, as_json=args.json),
+        errors=(BenchError, BrokerUnavailable),
+        stop=asyncio.CancelledError,
+        stopped_note="both children were stopped",
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
-import importlib.metadata
 import itertools
 import json
 import math
@@ -40,7 +38,6 @@ import platform
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,12 +48,29 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from _harness import (
+    KILL_GRACE_SECS,
+    REPO,
+    BenchError,
+    add_json_flag,
+    exit_on_sigterm,
+    fail,
+    finish,
+    gc_paused,
+    kill_group_now,
+    new_parser,
+    popen,
+    positive_int,
+    print_columns,
+    progress,
+    run_command,
+    version,
+)
 
 from nwp500d.journal.export_format import format_export
 
-REPO = Path(__file__).resolve().parents[1]
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 CORPUS_VERSION = 1  # bump whenever the generator changes what it writes: the cache directory name carries it
 MARKER = "complete.json"
@@ -69,7 +83,6 @@ TARGET_MS = 5.0  # ours, warm, median
 TARGET_SPEEDUP = 2.0  # over the faster of the two journalctl variants
 
 BUILD_TIMEOUT_SECS = 1200.0
-KILL_GRACE_SECS = 10.0
 CHUNK_BYTES = 1 << 20
 
 US = 1_000_000
@@ -96,76 +109,6 @@ SSID = "HomeNet"
 GATEWAY = "192.168.1.1"
 WLAN_ADDR = "192.168.1.50"
 ETH_ADDR = "192.168.1.23"
-
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (no journal-remote, a short conversion)."""
-
-
-# ---------------------------------------------------------------- bounded subprocesses, SIGTERM
-
-
-class _Termination:
-    """Turns SIGTERM into SystemExit, except while a child is being spawned (it could not be killed then)."""
-
-    def __init__(self) -> None:
-        self.spawning = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, _frame: FrameType | None) -> None:
-        if self.spawning:
-            self.pending = signum
-            return
-        raise SystemExit(128 + signum)
-
-    @contextlib.contextmanager
-    def spawning_child(self) -> Iterator[None]:
-        self.spawning = True
-        try:
-            yield
-        finally:
-            self.spawning = False
-        if self.pending is not None:
-            raise SystemExit(128 + self.pending)
-
-
-_termination = _Termination()
-
-
-def _popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    with _termination.spawning_child():
-        return subprocess.Popen(command, start_new_session=True, **kwargs)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=KILL_GRACE_SECS)
-
-
-def _run(command: list[str], timeout: float, what: str) -> bytes:
-    """stdout of a command in its own process group, killed with the group on timeout or interrupt."""
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        proc = _popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if proc is not None:
-            _kill_group(proc)
-        raise BenchError(f"{what} timed out after {timeout:.0f} s") from None
-    except BaseException:
-        if proc is not None:
-            _kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-10:])
-        raise BenchError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-    return out
-
-
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- the synthetic journal
@@ -892,11 +835,6 @@ def _load_marker(corpus: Path, entries: int, days: float) -> dict[str, Any] | No
     return marker
 
 
-def _kill_quietly(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def _convert(generator: _Generator, journal_dir: Path, log_path: Path, timeout: float) -> tuple[int, int, str]:
     """Pipe the generator's text into journal-remote; (exit status, text bytes written, its log)."""
     started = time.perf_counter()
@@ -904,11 +842,11 @@ def _convert(generator: _Generator, journal_dir: Path, log_path: Path, timeout: 
     proc: subprocess.Popen[bytes] | None = None
     with log_path.open("wb") as log:
         try:
-            proc = _popen([str(JOURNAL_REMOTE), "-o", str(journal_dir / "system.journal"), "-"],
+            proc = popen([str(JOURNAL_REMOTE), "-o", str(journal_dir / "system.journal"), "-"],
                           stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
             assert proc.stdin is not None
             # A stuck journal-remote would block our writes forever: a timer kills its group, and the write fails.
-            watchdog = threading.Timer(timeout, _kill_quietly, (proc.pid,))
+            watchdog = threading.Timer(timeout, kill_group_now, (proc.pid,))
             watchdog.daemon = True
             watchdog.start()
             try:
@@ -922,7 +860,7 @@ def _convert(generator: _Generator, journal_dir: Path, log_path: Path, timeout: 
                 watchdog.cancel()
         except BaseException as exc:
             if proc is not None:
-                _kill_quietly(proc.pid)
+                kill_group_now(proc.pid)
                 with contextlib.suppress(OSError, ValueError):
                     proc.stdin.close()  # type: ignore[union-attr]
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -949,7 +887,7 @@ def _build(corpus: Path, entries: int, days: float, timeout: float) -> dict[str,
         journal_dir.mkdir(parents=True)
         generator = _Generator(entries, days, SEED, [int(T0.timestamp()) * US + offset
                                                      for _, offset in _centre_offsets_us(days)])
-        _progress(f"building a {entries:,}-entry, {days:g}-day journal in {scratch} (one-time; cached afterwards)")
+        progress(f"building a {entries:,}-entry, {days:g}-day journal in {scratch} (one-time; cached afterwards)")
         returncode, text_bytes, log_text = _convert(generator, journal_dir, scratch / "journal-remote.log", timeout)
         match = re.search(r"Finishing after writing (\d+) entries", log_text)
         written = int(match.group(1)) if match else -1
@@ -981,30 +919,18 @@ def _corpus(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
     corpus = root / _corpus_name(args.entries, args.days)
     marker = None if args.rebuild else _load_marker(corpus, args.entries, args.days)
     if marker is not None:
-        _progress(f"reusing {corpus} (built {marker.get('built_at')}; --rebuild to regenerate)")
+        progress(f"reusing {corpus} (built {marker.get('built_at')}; --rebuild to regenerate)")
         return corpus, marker, False
     if corpus.exists() and not args.rebuild:
-        _progress(f"{corpus} is incomplete or from another generator version: rebuilding")
+        progress(f"{corpus} is incomplete or from another generator version: rebuilding")
     return corpus, _build(corpus, args.entries, args.days, args.build_timeout), True
 
 
 # ---------------------------------------------------------------- measurement
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _timed(call: Callable[[], int]) -> tuple[float, int]:
-    with _gc_paused():
+    with gc_paused():
         started = time.perf_counter()
         count = call()
         return (time.perf_counter() - started) * 1000, count
@@ -1016,7 +942,7 @@ def _ours_count(source: Any, start: datetime, end: datetime) -> int:
 
 
 def _journalctl_json(command: list[str], timeout: float) -> int:
-    out = _run(command, timeout, "journalctl")
+    out = run_command(command, timeout, "journalctl")
     return len([json.loads(line) for line in out.splitlines() if line])
 
 
@@ -1123,11 +1049,7 @@ def _print_table(report: dict[str, Any]) -> None:
             "met" if row["target_ms_met"] else "NOT met",
             "met" if row["target_speedup_met"] else "NOT met",
         ])
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    for line in [header, *body]:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        print("   ".join(cells).rstrip())
+    print_columns(header, body)
     corpus, config, measurement = report["corpus"], report["config"], report["measurement"]
     print()
     files = corpus["files"]
@@ -1161,24 +1083,17 @@ def _print_table(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    value = int(text.replace(",", "").replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
-    parser.add_argument("--runs", type=_positive_int, default=15, metavar="N", help="timed runs per query (median)")
+    parser = new_parser(__doc__)
+    add_json_flag(parser)
+    parser.add_argument("--runs", type=positive_int, default=15, metavar="N", help="timed runs per query (median)")
     parser.add_argument("--half-window", dest="half_window_s", type=float, default=300.0, metavar="SECS",
                         help="window is centre +/- SECS (default 300, the daemon's +/- 5 min)")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="where journals are cached (default ${XDG_CACHE_HOME:-~/.cache}/nwp500d-bench)")
     parser.add_argument("--rebuild", action="store_true", help="regenerate the journal even if a complete one exists")
     parser.add_argument("--build-only", action="store_true", help="build (or check) the cached journal, then stop")
-    parser.add_argument("--entries", type=_positive_int, default=DEFAULT_ENTRIES, metavar="N",
+    parser.add_argument("--entries", type=positive_int, default=DEFAULT_ENTRIES, metavar="N",
                         help="journal size (default 1,000,000; other sizes are cached separately)")
     parser.add_argument("--days", type=float, default=DEFAULT_DAYS, metavar="D", help="journal span (default 30)")
     parser.add_argument("--build-timeout", type=float, default=BUILD_TIMEOUT_SECS, metavar="SECS")
@@ -1186,29 +1101,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
 def _bench(args: argparse.Namespace) -> dict[str, Any] | None:
     started = time.perf_counter()
     corpus_dir, marker, built = _corpus(args)
     build_seconds = marker["build_seconds"] if built else None
     if built:
-        _progress(f"built in {build_seconds:.1f} s: {marker['written']:,} entries, {len(marker['files'])} files")
+        progress(f"built in {build_seconds:.1f} s: {marker['written']:,} entries, {len(marker['files'])} files")
     if args.build_only:
         print(json.dumps({"journal_dir": str(corpus_dir / "journal"), **marker}, indent=2))
         return None
     measure_started = time.perf_counter()
-    _progress(f"measuring {len(_centre_offsets_us(args.days))} windows x {args.runs} runs")
+    progress(f"measuring {len(_centre_offsets_us(args.days))} windows x {args.runs} runs")
     measurement = _measure(corpus_dir / "journal", args.days, args.half_window_s, args.runs, args.timeout)
     measure_seconds = time.perf_counter() - measure_started
     for row in measurement["rows"]:
         _verdicts(row)
-    version = _run(["journalctl", "--version"], 10, "journalctl --version").decode().splitlines()[0]
+    journalctl = run_command(["journalctl", "--version"], 10, "journalctl --version").decode().splitlines()[0]
     return {
         "config": {"entries": args.entries, "days": args.days, "runs": args.runs, "half_window_s": args.half_window_s,
                    "targets": {"ours_median_ms": TARGET_MS, "speedup_over_journalctl": TARGET_SPEEDUP}},
@@ -1216,7 +1124,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any] | None:
         "corpus": marker,
         "measurement": measurement,
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                 "systemd_python": _version("systemd-python"), "journalctl": version},
+                 "systemd_python": version("systemd-python") or "?", "journalctl": journalctl},
         "build_seconds": build_seconds,
         "measure_seconds": measure_seconds,
         "elapsed_seconds": time.perf_counter() - started,
@@ -1225,19 +1133,14 @@ def _bench(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _termination.handler)  # so `finally` removes a partial build and kills children
+    exit_on_sigterm()  # so `finally` removes a partial build and kills children
     try:
         report = _bench(args)
     except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc)
     if report is None:
         return 0
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
-    return 0
+    return finish(report, as_json=args.json, table=_print_table)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
-import json
-import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +36,25 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the lab lives with the system tests; a bench script is run from anywhere
-    sys.path.insert(0, str(REPO))
+from _harness import (
+    BenchError,
+    add_json_flag,
+    finish,
+    median_ratio,
+    new_parser,
+    positive_int,
+    print_columns,
+    progress,
+    python_label,
+    repo_on_path,
+    run_to_exit_status,
+    scratch_dir,
+    spread,
+    spread_cell,
+    versions,
+)
+
+repo_on_path()  # the lab lives with the system tests
 
 from nwp500d.config import MqttConnectionConfig  # noqa: E402
 from tests.system.netns_lab import DaemonOptions, Lab, LabDaemon, LabError, lab_problem, lab_set  # noqa: E402
@@ -57,10 +68,6 @@ UP_BOUND = 30.0
 DETECT_SLACK = 5.0
 RECOVER_BOUND = 90.0  # above the 60 s backoff cap plus a connect: a slow side is measured, not cut off
 SIDES = (("with", True), ("without", False))
-
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (not root, no mosquitto, a dead lab)."""
 
 
 @dataclass
@@ -152,28 +159,22 @@ def _measure(settings: Settings, scratch: Path) -> list[Trial]:
             side.daemon.wait_up(UP_BOUND)
             side.daemon.wait_idle(UP_BOUND)
         for number in range(1, settings.trials + 1):
-            _progress(f"trial {number}/{settings.trials}: link down on both labs")
+            progress(f"trial {number}/{settings.trials}: link down on both labs")
             try:
                 done = _run_trial(number, sides, settings)
             except LabError as exc:
                 # The sessions' state is unknown after a failed wait: report what was measured, stop here.
                 trials.append(Trial("both", number, problem=str(exc).splitlines()[0]))
-                _progress(f"  problem: {str(exc).splitlines()[0]}; stopping after {number - 1} complete trial(s)")
+                progress(f"  problem: {str(exc).splitlines()[0]}; stopping after {number - 1} complete trial(s)")
                 break
             for trial in done:
-                _progress(f"  {trial.side:<7} detected {trial.detection_secs:.2f} s after link-down, back "
+                progress(f"  {trial.side:<7} detected {trial.detection_secs:.2f} s after link-down, back "
                           f"{trial.recovery_secs:.3f} s after link-up (attempt {trial.attempt}, {trial.kind})")
             trials.extend(done)
     return trials
 
 
 # ---------------------------------------------------------------- report
-
-
-def _spread(values: Sequence[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,30 +190,19 @@ def _rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"metric": name}
         for label, _shortcut in SIDES:
             values = [float(t[key]) for t in trials if t["side"] == label and t[key] is not None]
-            row[label] = _spread(values)
-        with_, without = row.get("with"), row.get("without")
-        row["ratio"] = with_["median"] / without["median"] if with_ and without and without["median"] > 0 else None
+            row[label] = spread(values)
+        row["ratio"] = median_ratio(row.get("with"), row.get("without"))
         rows.append(row)
     return rows
-
-
-def _cell(spread: dict[str, float] | None) -> str:
-    if spread is None:
-        return "n/a"
-    return f"{spread['median']:.3f} ({spread['min']:.3f}-{spread['max']:.3f})"
 
 
 def _print_table(report: dict[str, Any]) -> None:
     cfg = report["config"]
     header = ["metric", "link_events: true  median (min-max)", "link_events: false  median (min-max)",
               "ratio true/false"]
-    body = [[row["metric"], _cell(row.get("with")), _cell(row.get("without")),
+    body = [[row["metric"], spread_cell(row.get("with")), spread_cell(row.get("without")),
              "-" if row["ratio"] is None else f"{row['ratio']:.4f}"] for row in report["rows"]]
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    for line in [header, *body]:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        print("   ".join(cells).rstrip())
+    print_columns(header, body)
     print()
     recovery = report["rows"][0]
     if recovery["ratio"]:
@@ -240,13 +230,6 @@ def _print_table(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _mosquitto_version() -> str:
     executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     try:
@@ -257,22 +240,11 @@ def _mosquitto_version() -> str:
     return first[0].split()[-1] if first and first[0].split() else "?"
 
 
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--trials", type=_positive_int, default=DEFAULT_TRIALS, metavar="N",
+    parser = new_parser(__doc__)
+    parser.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS, metavar="N",
                         help=f"link outages per side (default {DEFAULT_TRIALS})")
-    parser.add_argument("--keep-alive", type=_positive_int, default=DEFAULT_KEEP_ALIVE, metavar="SECS",
+    parser.add_argument("--keep-alive", type=positive_int, default=DEFAULT_KEEP_ALIVE, metavar="SECS",
                         help=f"MQTT keep-alive K, 30-1200 (default {DEFAULT_KEEP_ALIVE})")
     parser.add_argument("--ping-timeout", type=float, default=DEFAULT_PING_TIMEOUT, metavar="SECS",
                         help=f"PINGRESP deadline P, below K (default {DEFAULT_PING_TIMEOUT:g})")
@@ -280,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"how long the link stays down after the drop is detected (default "
                              f"{DEFAULT_DOWN_AFTER_DROP:g})")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (daemon logs, state)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    add_json_flag(parser)
     return parser
 
 
@@ -297,15 +269,9 @@ def _run(settings: Settings) -> dict[str, Any]:
     problem = lab_problem()
     if problem is not None:
         raise BenchError(problem)
-    scratch = Path(tempfile.mkdtemp(prefix="nwp500d-recovery-"))
-    started = time.perf_counter()
-    try:
+    with scratch_dir("nwp500d-recovery-", keep=settings.keep) as scratch:
+        started = time.perf_counter()
         trials = _measure(settings, scratch)
-    finally:
-        if settings.keep:
-            _progress(f"kept {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
     plain = [dataclasses.asdict(t) for t in trials]
     production = MqttConnectionConfig()
     return {
@@ -316,9 +282,9 @@ def _run(settings: Settings) -> dict[str, Any]:
                        f"jittered up to {production.max_reconnect_delay:g} s, sign-in every "
                        f"{production.deep_reconnect_threshold} failures",
         },
-        "versions": {name: _version(name) for name in ("nwp500d", "awscrt")},
+        "versions": versions("nwp500d", "awscrt"),
         "mosquitto": _mosquitto_version(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python": python_label(),
         "rows": _rows(plain),
         "trials": plain,
         "elapsed_seconds": time.perf_counter() - started,
@@ -333,21 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(trials=args.trials, keep_alive=args.keep_alive, ping_timeout=args.ping_timeout,
                         down_after_drop=args.down_after_drop, keep=args.keep)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        report = _run(settings)
-    except _Terminated:
-        print("bench: stopped by SIGTERM (everything it started was shut down)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        return 130
-    except (BenchError, LabError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
-    return 0
+    return run_to_exit_status(
+        lambda: _run(settings),
+        lambda report: finish(report, as_json=args.json, table=_print_table),
+        errors=(BenchError, LabError),
+        stop=_Terminated,
+        stopped_note="everything it started was shut down",
+    )
 
 
 if __name__ == "__main__":

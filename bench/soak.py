@@ -26,22 +26,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import platform
-import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # ``tests`` is not installed; the machinery is shared with the CI-sized test
+from _harness import (
+    BenchError,
+    add_json_flag,
+    exit_on_sigterm,
+    fail,
+    new_parser,
+    positive_int,
+    progress,
+    repo_on_path,
+    scratch_dir,
+)
+
+repo_on_path()  # the machinery is shared with the CI-sized test
 
 from nwp500d.sim.broker import BrokerUnavailable, find_mosquitto  # noqa: E402
 from tests.soak_machinery import (  # noqa: E402
@@ -59,35 +67,23 @@ from tests.soak_machinery import (  # noqa: E402
 )
 
 DEFAULT_DROPS = 3000
+TAG = "soak"  # what its progress and error lines start with, where the other benches say "bench"
 
-
-class BenchError(Exception):
-    """A failure worth one clear line on stderr rather than a traceback (no mosquitto, a fault that never ended)."""
-
-
-def _progress(message: str) -> None:
-    print(f"[soak] {message}", file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text.replace(",", "").replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_progress = functools.partial(progress, tag=TAG)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--drops", type=_positive_int, default=DEFAULT_DROPS, metavar="N",
+    parser = new_parser(__doc__)
+    parser.add_argument("--drops", type=positive_int, default=DEFAULT_DROPS, metavar="N",
                         help=f"faults to inject, one drop each (default {DEFAULT_DROPS})")
-    parser.add_argument("--warmup", type=_positive_int, default=SoakSettings.warmup_drops, metavar="N",
+    parser.add_argument("--warmup", type=positive_int, default=SoakSettings.warmup_drops, metavar="N",
                         help="drops before the reference sample (default %(default)s)")
-    parser.add_argument("--sample-every", type=_positive_int, default=SoakSettings.sample_every, metavar="N",
+    parser.add_argument("--sample-every", type=positive_int, default=SoakSettings.sample_every, metavar="N",
                         help="drops between samples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=SoakSettings.seed, help="fault mix seed (default %(default)s)")
     parser.add_argument("--state-dir", type=Path, metavar="DIR",
                         help="keep the event log and snapshots here (default: a temporary directory, removed)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    add_json_flag(parser)
     return parser
 
 
@@ -112,19 +108,12 @@ def _run(args: argparse.Namespace) -> SoakResult:
     except BrokerUnavailable as exc:
         raise BenchError(str(exc)) from None
     settings = _settings(args)
-    scratch: Path | None = None
-    if args.state_dir is None:
-        scratch = Path(tempfile.mkdtemp(prefix="nwp500d-soak-"))
-    state_dir = args.state_dir or scratch
-    assert state_dir is not None
-    _progress(f"{settings.drops} drops into {state_dir} (warm-up {settings.warmup_drops}, seed {settings.seed})")
-    try:
+    with contextlib.ExitStack() as cleanup:
+        state_dir: Path = args.state_dir or cleanup.enter_context(scratch_dir("nwp500d-soak-"))
+        _progress(f"{settings.drops} drops into {state_dir} (warm-up {settings.warmup_drops}, seed {settings.seed})")
         result = asyncio.run(_soak(settings, state_dir))
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    if scratch is not None:
-        result.state_dir = f"{scratch} (temporary, removed)"
+    if args.state_dir is None:
+        result.state_dir = f"{state_dir} (temporary, removed)"
     return result
 
 
@@ -218,18 +207,13 @@ def _report(result: SoakResult, checks: Sequence[Bound]) -> dict[str, Any]:
     }
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # so `finally` stops mosquitto and removes the temporary state directory
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()  # so `finally` stops mosquitto and removes the temporary state directory
     try:
         result = _run(args)
     except BenchError as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc, tag=TAG)
     checks = _bounds(result)
     if args.json:
         print(json.dumps(_report(result, checks), indent=2))
