@@ -70,6 +70,9 @@ def _timestamp(value: Any, where: str) -> str:
     return value
 
 
+HOST_EVENT_TEXT_KEYS = ("category", "kind", "unit", "interface", "message")
+
+
 def _host_events(value: Any, where: str) -> list[dict[str, Any]] | None:
     if value is None:
         return None
@@ -79,6 +82,10 @@ def _host_events(value: Any, where: str) -> list[dict[str, Any]] | None:
         stamp = item.get("time")
         if stamp is not None:
             _timestamp(stamp, f"{where}: host event")
+        # The classifier looks these up in tables and compares them: anything but text (or null) is not an event.
+        for key in HOST_EVENT_TEXT_KEYS:
+            _optional(item.get(key), str, f"{where}: host event", key)
+        _optional(item.get("fields"), dict, f"{where}: host event", "fields")
     return value
 
 

@@ -728,6 +728,13 @@ LOAD_EXPORT_BUGS = [
         "from_dict does not check host_events; classify.py:250 (_causal_events) iterates the int 5 (TypeError), "
         "and so would analyze.py:91 (list(drop.host_events or []))",
         TypeError)),
+    pytest.param(_with_drop(host_events=[{"time": "2026-11-21T12:00:00+14:00", "category": "suspend",
+                                          "kind": [None]}]), id="host-event-kind-a-list", marks=xfail(
+        "found by the mutation fuzzer in CI: from_dict did not check a host event's kind; classify.py:305 "
+        "(_is_strong) looked the list up in a tuple of kinds (TypeError: unhashable type)", TypeError)),
+    pytest.param(_with_drop(host_events=[{"time": "2026-11-21T12:29:50.000Z", "category": "wifi",
+                                          "kind": "disconnected", "fields": ["new_state"]}]),
+                 id="host-event-fields-a-list", marks=xfail("the same check for a host event's fields", TypeError)),
     pytest.param(_with_drop(timestamp="9999-12-31T23:59:59.999Z"), id="timestamp-datetime-max", marks=xfail(
         "classify.py:239 (_causal_events): detection + CAUSAL_AFTER overflows datetime.max (OverflowError)",
         OverflowError)),
