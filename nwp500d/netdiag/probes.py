@@ -102,17 +102,32 @@ class EndpointProber:
         if self._previous is not None:
             result.addresses_changed = result.addresses != self._previous
         self._previous = result.addresses
-        address = str(infos[0][4][0])
-        result.address = address
-        started = time.perf_counter()
+        # In the resolver's order, like a client would: "localhost" is often ::1 first, and an endpoint with a broken
+        # IPv6 route still works over IPv4. One budget for all of them; the time is that of the connect that worked.
+        candidates = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        result.address = candidates[0]
+        failure: BaseException | None = None
+        writer = None
         try:
             async with asyncio.timeout(self.timeout):
-                _reader, writer = await asyncio.open_connection(address, self.port)
-        except (OSError, TimeoutError) as exc:
-            result.errors["tcp"] = _describe(exc)
+                for candidate in candidates:
+                    started = time.perf_counter()
+                    try:
+                        _reader, writer = await asyncio.open_connection(candidate, self.port)
+                    except OSError as exc:
+                        failure = exc
+                        continue
+                    result.address = candidate
+                    break
+        except TimeoutError as exc:
+            failure = exc
+        if writer is None:
+            tried = f" (tried {len(candidates)} addresses)" if len(candidates) > 1 else ""
+            result.errors["tcp"] = _describe(failure or TimeoutError()) + tried
             self.last = result
             return result
         result.tcp_seconds = time.perf_counter() - started
+        address = result.address
         await _close(writer)
         if self._tls:
             started = time.perf_counter()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,37 @@ async def test_probe_times_dns_tcp_and_tls() -> None:
         assert "tls" in second.line() and "FAILED" not in second.line()
 
 
+async def test_an_address_that_refuses_is_skipped_for_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standard Debian /etc/hosts resolves "localhost" to ::1 first, where a broker listening on 127.0.0.1 refuses
+    (or, without IPv6, cannot be reached at all); a client tries the next address, and so must the probe."""
+    async with MosquittoBroker() as broker:
+        loop = asyncio.get_running_loop()
+
+        async def ipv6_first(host: str, port: int, **_kwargs: object) -> list[tuple[Any, ...]]:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", ipv6_first)
+        result = await EndpointProber("localhost", broker.tls_port, ca_file=str(broker.ca_file), timeout=5).probe()
+    assert result.ok, result.errors
+    assert result.addresses == ["127.0.0.1", "::1"]
+    assert result.address == "127.0.0.1"
+    assert result.tcp_seconds is not None and result.tls_seconds is not None
+
+
+async def test_every_address_refusing_is_one_tcp_error_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    (free,) = pick_free_ports(1)
+    loop = asyncio.get_running_loop()
+
+    async def two_addresses(host: str, port: int, **_kwargs: object) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in ("127.0.0.1", "127.0.0.2")]
+
+    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    result = await EndpointProber("refusing.test", free, timeout=3).probe()
+    assert set(result.errors) == {"tcp"}
+    assert result.errors["tcp"].endswith("(tried 2 addresses)")
+
+
 async def test_refused_and_wrong_certificate_are_named() -> None:
     (free,) = pick_free_ports(1)
     refused = await EndpointProber("127.0.0.1", free, timeout=3).probe()
@@ -53,8 +86,6 @@ async def test_unresolvable_name() -> None:
 
 
 def test_probe_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import asyncio
-
     async def with_broker() -> tuple[int, int, str]:
         async with MosquittoBroker() as broker:
             config = tmp_path / "c.yaml"
