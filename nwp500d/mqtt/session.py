@@ -248,6 +248,10 @@ class SessionSupervisor:
         while not self._stopping.is_set():
             self._apply_replacement()
             self._progress()
+            # Cleared as an attempt starts, not when the backoff starts: a wake that arrives during the attempt (the
+            # link came up, then the default route a moment later, while this attempt still failed on the old
+            # state) must end the backoff that follows it.
+            self._wake.clear()
             deep = self._failures > 0 and self._failures % self.config.deep_reconnect_threshold == 0
             try:
                 if deep:
@@ -392,7 +396,6 @@ class SessionSupervisor:
     async def _pause(self, seconds: float, *, wakeable: bool = True) -> bool:
         """Sleep ``seconds`` unless stopped (returns True) or woken; bounded by construction."""
         self._progress()
-        self._wake.clear()
         waiters = [asyncio.ensure_future(self._stopping.wait())]
         if wakeable:
             waiters.append(asyncio.ensure_future(self._wake.wait()))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nwp500d.config import MqttConnectionConfig
 from nwp500d.mqtt.backoff import Backoff
 from nwp500d.mqtt.transport import CrtFactory, TransportSettings
 from nwp500d.navilink.errors import CredentialsRejected
@@ -117,6 +118,33 @@ async def test_stalled_websocket_upgrade_is_abandoned_and_replaced(tmp_path: Pat
         h.proxy.stall_upgrade(False)
         await h.next_event("rebuilt", "deep_reconnected", timeout=30)
         assert h.collector.get_metrics().total_connection_drops == 1
+
+
+async def test_a_wake_during_a_failing_attempt_ends_the_backoff_after_it(tmp_path: Path) -> None:
+    """The network comes back while an attempt is still failing on the old state (the link came up, the route a
+    moment later): that wake must end the backoff after the attempt, not be forgotten when the backoff starts."""
+    slow = MqttConnectionConfig(initial_reconnect_delay=30.0, max_reconnect_delay=60.0, connect_timeout_secs=5.0,
+                                operation_timeout_secs=5.0, stable_session_secs=3.0)
+    async with harness(tmp_path, config=slow) as h:
+        h.start()
+        await h.next_event("connected")
+        h.proxy.stall_upgrade(True)
+        await h.proxy.reset_all()
+        await h.next_event("interrupted", timeout=10)
+        accepted = h.proxy.connections_accepted
+        h.supervisor.wake()  # ends the first 15-30 s backoff: an attempt starts and stalls in the upgrade
+        async with asyncio.timeout(10):
+            while h.proxy.connections_accepted == accepted:  # noqa: ASYNC110 - the proxy has no accept event
+                await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        woken = loop.time()
+        h.supervisor.wake()  # during the attempt, which still fails at its deadline
+        h.proxy.stall_upgrade(False)
+        failed = await h.next_event("failed", timeout=10)
+        assert failed.error is not None and failed.error.name == "NWP500D_CONNECT_DEADLINE"
+        await h.next_event("rebuilt", "deep_reconnected", timeout=20)
+        # Deadline (5 s) and the 1 CONNECT/s floor, not the 30-60 s backoff step that would follow the failure.
+        assert loop.time() - woken < 10.0
 
 
 async def test_expired_aws_credentials_mid_session_force_a_full_sign_in(tmp_path: Path) -> None:
