@@ -49,6 +49,19 @@ async def wait_for(condition: str, check: object, timeout: float = 15.0) -> None
     assert check(), condition
 
 
+def export_with_drops(directory: Path, drops: int) -> dict[str, Any] | None:
+    """The first export whose metrics count ``drops`` drops, or None; a file that vanished or is half written is
+    skipped (the sample rewrites one file per second in place)."""
+    for path in sorted(directory.glob("diagnostics_*.json")):
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("metrics", {}).get("total_connection_drops") == drops:
+            return data
+    return None
+
+
 @pytest.mark.usefixtures("sim")
 async def test_phase_1_instrumentation_records_a_drop_and_the_resume() -> None:
     await guide_samples.main()
@@ -88,14 +101,16 @@ async def test_class_based_monitor_exports_and_stops(tmp_path: Path, monkeypatch
         assert guide_shim.SIM is not None
         await guide_shim.SIM.proxy.reset_all()
         await wait_for("drop recorded", lambda: monitor.diagnostics.get_metrics().connection_recovered == 1)
-        await wait_for("an export written", lambda: any((tmp_path / "mqtt_diagnostics").glob("diagnostics_*.json")))
+        # Exports start ~0.2 s after connect, so early ones predate the drop, and glob order is not chronological:
+        # wait for an export that shows the drop rather than taking whichever file comes first.
+        await wait_for("an export showing the drop", lambda: export_with_drops(tmp_path / "mqtt_diagnostics", 1))
+        data = export_with_drops(tmp_path / "mqtt_diagnostics", 1)
     finally:
         monitor.running = False
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    export = next((tmp_path / "mqtt_diagnostics").glob("diagnostics_*.json"))
-    data = json.loads(export.read_text())
+    assert data is not None
     assert data["metrics"]["total_connection_drops"] == 1
     assert data["recent_drops"][0]["active_subscriptions"] == 0
     assert not monitor.mqtt_client.is_connected

@@ -68,7 +68,7 @@ async def test_emulated_nat_blackholes_idle_connections_only() -> None:
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
-    idle = 0.3
+    idle = 1.0  # with traffic every ~0.1 s, only a 0.9 s scheduling stall could expire the mapping early
     try:
         async with IdleExpiringNat("127.0.0.1", port, idle) as nat:
             reader, writer = await asyncio.open_connection("127.0.0.1", nat.port)
@@ -76,7 +76,7 @@ async def test_emulated_nat_blackholes_idle_connections_only() -> None:
                 writer.write(b"ping")
                 async with asyncio.timeout(2):
                     assert await reader.readexactly(4) == b"ping"
-                await asyncio.sleep(idle / 2)  # the stimulus is elapsed time itself; there is no event to await
+                await asyncio.sleep(0.1)  # the stimulus is elapsed time itself; there is no event to await
             await asyncio.sleep(idle * 1.5)
             writer.write(b"lost")
             with pytest.raises(TimeoutError):
@@ -220,13 +220,16 @@ async def test_cancelling_while_connects_hang_closes_every_socket_by_the_crt_dea
 
 
 async def test_a_connect_that_completes_after_cancellation_is_closed(broker: MosquittoBroker) -> None:
-    """CONNACK arrives after the experiment was cancelled (0.3 s latency each way): the late connection is closed."""
+    """CONNACK arrives after the experiment was cancelled (1 s latency each way): the late connection is closed."""
     async with FaultProxy(broker.host, broker.tcp_port) as proxy, \
             IdleExpiringNat(broker.host, proxy.port, idle_timeout=60) as observer:
-        proxy.delay(0.3)
+        # 1 s each way: the three CONNECTs, started together, have a 2 s window to all pass before any CONNACK returns.
+        proxy.delay(1.0)
+        # The CRT's CONNACK deadline (the ping timeout) must exceed the 2 s RTT with room to spare, and the experiment
+        # wants it below lo_limit: keep-alives 5, 10 and 20 s.
         task = asyncio.create_task(run_experiment(
-            crt_trial_factory(_settings(observer.port), lambda: None), base_client_id=BASE_ID, lo_limit=2,
-            hi_limit=HI, ping_timeout_ms=1500, connect_timeout=5.0,  # the CRT's CONNACK deadline must exceed the RTT
+            crt_trial_factory(_settings(observer.port), lambda: None), base_client_id=BASE_ID, lo_limit=5,
+            hi_limit=20, ping_timeout_ms=4000, connect_timeout=5.0,
         ))
         # Every CONNECT has left the client; no CONNACK can be back yet.
         await observer.wait_until(lambda: sum(1 for m in observer.mappings if m.forwarded_up) == 3, timeout=10)
@@ -235,15 +238,16 @@ async def test_a_connect_that_completes_after_cancellation_is_closed(broker: Mos
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(1):
                 await task
-        # Closed by the client, and the close passed all the way to the broker and back.
+        # Closed by the client, and the close passed all the way to the broker and back: up to the CONNACK's 2 s RTT,
+        # then 1 s each way for the close.
         await observer.wait_until(
-            lambda: not any(m.client_open or m.upstream_open for m in observer.mappings), timeout=5
+            lambda: not any(m.client_open or m.upstream_open for m in observer.mappings), timeout=15
         )
         assert all(m.forwarded_down >= 4 for m in observer.mappings), "the CONNACKs did arrive after cancellation"
         async with asyncio.timeout(5):
             await proxy.wait_idle()  # the delayed DISCONNECTs have reached the broker
     log = broker.log_path.read_text(encoding="utf-8")
-    for k in (2, 4, 8):
+    for k in (5, 10, 20):
         assert f"Client {derived_client_id(BASE_ID, k)} disconnected." in log  # a clean DISCONNECT, not a drop
 
 

@@ -26,7 +26,15 @@ from tests.fakes import FakeClock
 pytestmark = pytest.mark.timeout(30)
 
 REQUEST_TIMEOUT = 5.0
-SHORT_TIMEOUT = 0.5
+SHORT_TIMEOUT = 1.5  # only where the "timeout" fault is tested: the held request gives up; the recovery call on the
+# same client (which cannot change its timeout) keeps 1.5 s of margin against a scheduling stall
+
+
+def timeout_for(mode: str) -> float:
+    """The client's request timeout for a fault case: short only when the fault is the server not answering, so a
+    scheduling stall cannot turn an HTTP 503 or a successful recovery into a timeout. (In the "timeout" case the
+    same client's recovery then runs under the short timeout too: it must, to prove that client recovers.)"""
+    return SHORT_TIMEOUT if mode == "timeout" else REQUEST_TIMEOUT
 
 
 @pytest.fixture
@@ -311,7 +319,7 @@ FAULTS = [
 async def test_fault_at_sign_in_then_recovery(
     sim: FakeNaviLink, clock: FakeClock, cache_path: Path, mode: str, reason: str
 ) -> None:
-    async with make_client(sim, clock, cache_path, request_timeout_secs=SHORT_TIMEOUT) as navilink:
+    async with make_client(sim, clock, cache_path, request_timeout_secs=timeout_for(mode)) as navilink:
         sim.mode = mode
         with pytest.raises(NaviLinkUnavailable) as caught:
             await navilink.ensure_valid()
@@ -328,7 +336,7 @@ async def test_fault_at_sign_in_then_recovery(
 async def test_fault_at_refresh_and_device_list_then_recovery(
     sim: FakeNaviLink, clock: FakeClock, cache_path: Path, mode: str, reason: str
 ) -> None:
-    async with make_client(sim, clock, cache_path, request_timeout_secs=SHORT_TIMEOUT) as navilink:
+    async with make_client(sim, clock, cache_path, request_timeout_secs=timeout_for(mode)) as navilink:
         sim.jwt_lifetime_secs = 600
         tokens = await navilink.ensure_valid()
         sim.mode = mode
@@ -430,7 +438,9 @@ async def test_no_secrets_in_logs_or_errors(
     caplog.set_level(logging.DEBUG)
     errors: list[str] = []
     sim.jwt_lifetime_secs = 600
-    async with make_client(sim, clock, cache_path, request_timeout_secs=SHORT_TIMEOUT) as navilink:
+    # One client with the normal timeout does everything but the "timeout" fault, which a second, impatient one meets.
+    async with make_client(sim, clock, cache_path) as navilink, \
+            make_client(sim, clock, cache_path, request_timeout_secs=SHORT_TIMEOUT) as impatient:
         await navilink.ensure_valid()
         clock.advance(550)
         await navilink.ensure_valid()
@@ -442,7 +452,7 @@ async def test_no_secrets_in_logs_or_errors(
         for mode in ("http_503", "malformed_json", "timeout", "reject"):
             sim.mode = mode
             with pytest.raises((NaviLinkUnavailable, CredentialsRejected)) as caught:
-                await navilink.sign_in()
+                await (impatient if mode == "timeout" else navilink).sign_in()
             errors.append(f"{caught.value!s} {caught.value!r}")
         sim.mode = "ok"
         errors.append(repr(navilink) + repr(navilink.tokens) + repr(navilink.aws_credentials()))
