@@ -123,6 +123,7 @@ class JournalConfig(_Validated):
 
 
 AWS_IOT_MIN_KEEP_ALIVE_SECS = 30
+AWS_IOT_MAX_CLIENT_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class KeepAliveExperimentConfig(_Validated):
     parallel: int = _opt(3, lo=1, hi=8, why="idle sessions held at once in a round")
     start_delay_secs: float = _opt(600.0, lo=0, hi=86400, why="wait this long after the first session is up")
     repeat_days: float = _opt(30.0, lo=0, hi=3650, why="run again once the saved result is this old; 0: never again")
-    retry_delay_secs: float = _opt(3600.0, lo=1, hi=86400, why="wait after a run spoiled by a drop of the session")
+    retry_delay_secs: float = _opt(3600.0, lo=1, hi=86400, why="wait after a discarded, inconclusive or failed run")
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,15 @@ def _experiment_problems(config: Config) -> list[tuple[str, str]]:
     key = "netdiag.keepalive_experiment.min_secs"
     if experiment.min_secs <= config.mqtt.ping_timeout_secs:
         return [(key, f"must be longer than mqtt.ping_timeout_secs ({_num(config.mqtt.ping_timeout_secs)})")]
-    if experiment.min_secs < AWS_IOT_MIN_KEEP_ALIVE_SECS and config.mqtt.endpoint.endswith(".amazonaws.com"):
+    on_aws = config.mqtt.endpoint.lower().rstrip(".").endswith(".amazonaws.com")
+    if experiment.min_secs < AWS_IOT_MIN_KEEP_ALIVE_SECS and on_aws:
         return [(key, f"AWS IoT refuses keep-alives below {AWS_IOT_MIN_KEEP_ALIVE_SECS} s (smaller values are for "
                       "local brokers)")]
+    client_id = config.mqtt.client_id
+    longest = f"-ka{experiment.max_secs}"
+    if client_id is not None and len(client_id) + len(longest) > AWS_IOT_MAX_CLIENT_ID_LENGTH:
+        return [("mqtt.client_id", f"too long for the experiment's trial ids (<client_id>{longest} must fit in "
+                                   f"{AWS_IOT_MAX_CLIENT_ID_LENGTH} characters)")]
     return []
 
 

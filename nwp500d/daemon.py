@@ -145,7 +145,7 @@ class Daemon:
 
     def _experiment_service(self, config: Config) -> KeepAliveExperimentService | None:
         """The opt-in keep-alive experiment, on client ids derived from the monitored session's (never equal)."""
-        if not config.netdiag.keepalive_experiment.enabled:
+        if not (config.netdiag.enabled and config.netdiag.keepalive_experiment.enabled):
             return None
         base_client_id = config.mqtt.client_id or self.client_id
         service = KeepAliveExperimentService(
@@ -154,6 +154,7 @@ class Daemon:
             factory_for=crt_trial_factory(settings_from_config(config.mqtt, base_client_id), self.auth.aws_credentials),
             state_dir=self.state_dir, on_result=self._use_nat_bracket, refresh_credentials=self.auth.ensure_valid,
             connect_timeout=config.mqtt.connect_timeout_secs,
+            settle_secs=config.mqtt.keep_alive_secs + config.mqtt.ping_timeout_secs,
         )
         self.supervisor.on_event(service.on_session_event)
         return service

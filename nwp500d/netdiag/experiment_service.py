@@ -3,10 +3,14 @@
 The search is :func:`nwp500d.netdiag.keepalive.run_experiment`, the one ``nwp500d experiment keepalive`` runs; what
 this adds is what running it unattended takes:
 
-* it starts only once the monitored session is up and has been for ``start_delay_secs``, and only when the saved
-  result is older than ``repeat_days`` (a result from the command line counts too);
-* a run during which the monitored session dropped is thrown away: the same fault most likely killed trials too,
-  and a trial killed by anything but idleness would be read as a NAT timeout. It is tried again later;
+* it starts ``start_delay_secs`` after the monitored session first came up, only while it is up, and only when
+  the saved result is older than ``repeat_days`` (a result from the command line counts too; so does one kept in
+  memory when the state directory could not take it, so a full disk cannot make it run back to back);
+* a run during which the monitored session dropped, or dropped within ``settle_secs`` after it (a drop is noticed
+  up to keep-alive + ping timeout late), is thrown away: the same fault most likely cut trials too, and a trial cut
+  by anything but idleness would be read as a NAT timeout. So is a run in which no trial was conclusive (an IoT
+  policy that admits only the daemon's own client id): it would replace a good result with "unknown". Both are
+  tried again after ``retry_delay_secs``;
 * the AWS credentials the trials sign with are kept fresh while a run lasts (rounds at real keep-alives last
   tens of minutes, longer than the credentials);
 * the result is saved where ``report`` reads it and handed to the classifier at once.
@@ -15,6 +19,7 @@ this adds is what running it unattended takes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,6 +56,7 @@ class KeepAliveExperimentService:
         refresh_credentials: Callable[[], Awaitable[Any]] | None = None,
         clock: Clock | None = None,
         connect_timeout: float = 30.0,
+        settle_secs: float = 0.0,
     ) -> None:
         self.settings = settings
         self._base_client_id = base_client_id
@@ -61,6 +67,9 @@ class KeepAliveExperimentService:
         self._refresh_credentials = refresh_credentials
         self._clock = clock or SystemClock()
         self._connect_timeout = connect_timeout
+        self.settle_secs = settle_secs
+        self._kept_at: float | None = None  # epoch seconds of the last run kept, saved or not
+        self._interrupted = asyncio.Event()
         self._up = asyncio.Event()
         self._drops = 0
         self._changed = asyncio.Event()
@@ -68,6 +77,7 @@ class KeepAliveExperimentService:
         self.rounds_started = 0
         self.kept = 0
         self.discarded = 0
+        self.inconclusive = 0
         self.failed = 0
 
     def on_session_event(self, event: SessionEvent) -> None:
@@ -76,6 +86,7 @@ class KeepAliveExperimentService:
         elif event.kind == "interrupted":
             self._up.clear()
             self._drops += 1
+            self._interrupted.set()
 
     async def wait_until(self, predicate: Callable[[KeepAliveExperimentService], bool]) -> None:
         """Until ``predicate(self)`` holds (it is re-checked at every round start and at the end of every run)."""
@@ -88,11 +99,10 @@ class KeepAliveExperimentService:
 
     async def run(self) -> None:
         settings = self.settings
-        await self._up.wait()
+        await self._session_up()
         await asyncio.sleep(settings.start_delay_secs)
         while True:
-            wait = seconds_until_due(keepalive_result_time(self._state_dir), self._clock.wall().timestamp(),
-                                     settings.repeat_days)
+            wait = seconds_until_due(self._last_finished(), self._clock.wall().timestamp(), settings.repeat_days)
             self.next_run_in = wait
             self._notify()
             if wait is None:
@@ -102,11 +112,25 @@ class KeepAliveExperimentService:
                 _log.debug("keep-alive experiment: next run in %.0f s", wait)
                 await asyncio.sleep(min(wait, LONGEST_SLEEP_SECS))
                 continue
-            await self._up.wait()
-            kept = await self._run_once()
+            await self._session_up()
+            try:
+                kept = await self._run_once()
+            except Exception:  # noqa: BLE001 - a bug here must cost this run, not the experiment for good
+                _log.exception("keep-alive experiment failed unexpectedly; trying again in %.0f s",
+                               settings.retry_delay_secs)
+                kept = False
             self._notify()
             if not kept:
                 await asyncio.sleep(settings.retry_delay_secs)
+
+    async def _session_up(self) -> None:
+        while not self._up.is_set():  # set and cleared again before this task ran counts as down
+            await self._up.wait()
+
+    def _last_finished(self) -> float | None:
+        saved = keepalive_result_time(self._state_dir)
+        known = [t for t in (saved, self._kept_at) if t is not None]
+        return max(known) if known else None
 
     async def _run_once(self) -> bool:
         """One whole search; False when it produced nothing worth keeping (try again after retry_delay_secs)."""
@@ -133,6 +157,12 @@ class KeepAliveExperimentService:
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+        if self.settle_secs > 0 and self._drops == drops_before:
+            # A fault in the last cycle cut trials at once but the session notices it only at its next ping.
+            self._interrupted.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settle_secs):
+                    await self._interrupted.wait()
         dropped = self._drops - drops_before
         if dropped:
             self.discarded += 1
@@ -142,17 +172,24 @@ class KeepAliveExperimentService:
                 extra=logfields.event("keepalive_experiment_discarded", NWP_DROPS=dropped),
             )
             return False
+        if result.lower is None and result.upper is None:
+            self.inconclusive += 1
+            _log.warning("keep-alive experiment inconclusive: %s; keeping the previous result, trying again in %.0f s",
+                         " ".join(result.summary.splitlines()[:3]), settings.retry_delay_secs)
+            return False
         self._keep(result)
         self.kept += 1
         return True
 
     def _keep(self, result: Result) -> None:
-        self._on_result(result.bracket)
+        finished = self._clock.wall()
+        self._kept_at = finished.timestamp()
         try:
-            save_keepalive_result(self._state_dir, result.as_dict(), finished_at=self._clock.wall(), source="daemon")
+            save_keepalive_result(self._state_dir, result.as_dict(), finished_at=finished, source="daemon")
         except OSError as exc:
             _log.warning("keep-alive experiment result not saved in %s (%s); it is used until the next start",
                          self._state_dir, exc.strerror or exc)
+        self._on_result(result.bracket)
         verdict = result.summary.splitlines()[0]
         _log.info(
             "keep-alive experiment finished: %s Recommended keep_alive_secs: %d.", verdict, result.recommendation,

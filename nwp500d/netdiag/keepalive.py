@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from nwp500d.clock import Clock, SystemClock
+from nwp500d.config import AWS_IOT_MAX_CLIENT_ID_LENGTH
 from nwp500d.errors import ErrorInfo
 from nwp500d.mqtt.session import Connection, ConnectionFactory
 from nwp500d.mqtt.transport import CredentialsReader, CrtFactory, TransportError, TransportEvent, TransportSettings
@@ -34,7 +35,7 @@ from nwp500d.mqtt.transport import CredentialsReader, CrtFactory, TransportError
 AWS_IOT_MIN_KEEP_ALIVE = 30
 AWS_IOT_MAX_KEEP_ALIVE = 1200
 PING_TIMEOUT_ERROR = "AWS_ERROR_MQTT_TIMEOUT"
-MAX_CLIENT_ID_LENGTH = 128  # AWS IoT's limit; a derived id over it would be refused at CONNECT
+MAX_CLIENT_ID_LENGTH = AWS_IOT_MAX_CLIENT_ID_LENGTH  # a derived id over it would be refused at CONNECT
 RETRY_PAUSE_SECS = 1.0  # AWS IoT throttles CONNECTs per client id to one a second; a retry must not hit that
 SAFETY_FACTOR = 0.5
 

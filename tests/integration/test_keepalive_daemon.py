@@ -68,6 +68,10 @@ async def daemon_with_experiment(tmp_path: Path, experiment: KeepAliveExperiment
         )
         daemon = Daemon(config, Secret(DEMO_PASSWORD, "test"), state_dir=tmp_path / "state")
         assert daemon.experiment is not None
+        # The daemon waits keep-alive + ping timeout (31 s here) after a run for a late-noticed drop; the simulated
+        # path cannot fail unnoticed, so the tests do not spend half a minute on each run.
+        assert daemon.experiment.settle_secs == 31.0
+        daemon.experiment.settle_secs = 0.5
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop=stop, install_signal_handlers=False))
         try:
@@ -117,6 +121,9 @@ async def test_a_run_spoiled_by_a_session_drop_is_discarded_then_retried(
     caplog.set_level(logging.INFO)
     async with daemon_with_experiment(tmp_path) as running:
         await running.experiment.wait_until(lambda service: service.rounds_started >= 1)
+        async with asyncio.timeout(10):
+            while running.sim.proxy.active_connections < 3:  # noqa: ASYNC110 - the proxy has no accept event
+                await asyncio.sleep(0.01)  # the monitored session and both trials are through the proxy
         # Every connection through the proxy is reset: the monitored session and the trials alike, as a real fault
         # on the path would. The trials' drops must not be taken for a NAT timeout.
         await running.sim.proxy.reset_all()

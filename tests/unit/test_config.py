@@ -62,6 +62,12 @@ def test_keepalive_experiment_settings_are_checked_against_the_session_they_shar
     assert unused.netdiag.keepalive_experiment.min_secs == 10
     assert error_of("netdiag:\n  keepalive_experiment:\n    min_secs: 60\n    max_secs: 60\n").startswith(
         "/etc/nwp500d/nwp500d.yaml:4: netdiag.keepalive_experiment.max_secs: 60: must be above min_secs")
+    assert "AWS IoT refuses keep-alives below 30 s" in error_of(
+        "mqtt:\n  endpoint: X.IOT.US-EAST-1.AMAZONAWS.COM.\n" + enabled.format(20))
+    long_id = "mqtt:\n  client_id: " + "c" * 122 + "\n" + enabled.format(30)
+    assert error_of(long_id).startswith("/etc/nwp500d/nwp500d.yaml:2: mqtt.client_id: 'ccc")
+    assert "too long for the experiment's trial ids (<client_id>-ka1200 must fit in 128 characters)" in \
+        error_of(long_id)
     with pytest.raises(ValueError, match=r"netdiag\.keepalive_experiment\.min_secs: must be longer"):
         Config(netdiag=NetDiagConfig(keepalive_experiment=KeepAliveExperimentConfig(enabled=True, min_secs=5)))
 

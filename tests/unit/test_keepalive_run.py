@@ -10,13 +10,18 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nwp500d.config import KeepAliveExperimentConfig
 from nwp500d.errors import ErrorInfo
+from nwp500d.mqtt.session import SessionEvent
 from nwp500d.mqtt.transport import ConnectResult, TransportError, TransportEvent
+from nwp500d.netdiag.experiment_service import KeepAliveExperimentService
 from nwp500d.netdiag.keepalive import Progress, run_experiment
+from nwp500d.state import EXPORTS_DIR, KEEPALIVE_RESULT
 
 PING_MS = 100
 REFUSED = ErrorInfo("AWS_IO_SOCKET_CONNECTION_REFUSED", 1047, "refused")
@@ -199,3 +204,31 @@ async def test_bad_arguments_are_refused_before_any_connection(kwargs: dict[str,
     with pytest.raises(ValueError, match=message):
         await run_experiment(factory, **arguments)
     assert factory.calls == []
+
+
+# ---------------------------------------------------------------------------------------------- the daemon's service
+
+
+async def test_the_daemon_keeps_no_result_from_a_run_without_one_conclusive_trial(tmp_path: Path) -> None:
+    """Every trial refused (an IoT policy that admits only the daemon's own client id): "unknown" must not replace a
+    good saved bracket nor the classifier's evidence; the run counts as inconclusive and is tried again later."""
+    factory = Scripted({(k, a): Script(refuse=True) for k in (2, 3) for a in (1, 2)})
+    brackets: list[tuple[int | None, int | None]] = []
+    service = KeepAliveExperimentService(
+        KeepAliveExperimentConfig(enabled=True, min_secs=2, max_secs=3, rounds=1, parallel=2, start_delay_secs=0,
+                                  retry_delay_secs=3600),
+        base_client_id="nwp500d-test", ping_timeout_ms=PING_MS, factory_for=factory, state_dir=tmp_path,
+        on_result=brackets.append,
+    )
+    service.on_session_event(SessionEvent("connected", 0.0))
+    task = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(10):
+            await service.wait_until(lambda s: s.inconclusive + s.kept + s.failed >= 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert (service.inconclusive, service.kept, service.failed) == (1, 0, 0)
+    assert brackets == []
+    assert not (tmp_path / EXPORTS_DIR / KEEPALIVE_RESULT).exists()
+    assert len(factory.calls) == 4  # each keep-alive tried twice (a refusal is retried once), then given up
