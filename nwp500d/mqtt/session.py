@@ -318,6 +318,7 @@ class SessionSupervisor:
         return live
 
     async def _came_up(self, live: _Live, kind: SessionEventKind) -> None:
+        self._wake.clear()  # a wake meant for this attempt's backoff must not cut short the one after the next drop
         attempts = self._failures + 1
         reconnect = None if self._dropped_at is None else self._clock.monotonic() - self._dropped_at
         session_present = live.session_present
