@@ -102,28 +102,33 @@ class EndpointProber:
         if self._previous is not None:
             result.addresses_changed = result.addresses != self._previous
         self._previous = result.addresses
-        # In the resolver's order, like a client would: "localhost" is often ::1 first, and an endpoint with a broken
-        # IPv6 route still works over IPv4. One budget for all of them; the time is that of the connect that worked.
-        candidates = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        # The first address of each family, in the resolver's order, like a client would: "localhost" is often ::1
+        # first, and an endpoint with a broken IPv6 route still works over IPv4. Each gets an equal share of the
+        # budget, so a family that swallows SYNs (the usual way IPv6 is broken) cannot use it all, while the many
+        # addresses of one family (a cloud endpoint has eight) do not slice it thin; the time is that of the connect
+        # that worked.
+        first_of_family: dict[int, str] = {}
+        for info in infos:
+            first_of_family.setdefault(int(info[0]), str(info[4][0]))
+        candidates = list(first_of_family.values())
+        share = self.timeout / len(candidates)
         result.address = candidates[0]
-        failure: BaseException | None = None
+        failure: BaseException = TimeoutError()
         writer = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                for candidate in candidates:
-                    started = time.perf_counter()
-                    try:
-                        _reader, writer = await asyncio.open_connection(candidate, self.port)
-                    except OSError as exc:
-                        failure = exc
-                        continue
-                    result.address = candidate
-                    break
-        except TimeoutError as exc:
-            failure = exc
+        tried = 0
+        for candidate in candidates:
+            tried += 1
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(share):
+                    _reader, writer = await asyncio.open_connection(candidate, self.port)
+            except (OSError, TimeoutError) as exc:
+                failure = exc
+                continue
+            result.address = candidate
+            break
         if writer is None:
-            tried = f" (tried {len(candidates)} addresses)" if len(candidates) > 1 else ""
-            result.errors["tcp"] = _describe(failure or TimeoutError()) + tried
+            result.errors["tcp"] = _describe(failure) + (f" (tried {tried} addresses)" if tried > 1 else "")
             self.last = result
             return result
         result.tcp_seconds = time.perf_counter() - started

@@ -60,7 +60,8 @@ async def test_every_address_refusing_is_one_tcp_error_that_says_so(monkeypatch:
     loop = asyncio.get_running_loop()
 
     async def two_addresses(host: str, port: int, **_kwargs: object) -> list[tuple[Any, ...]]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in ("127.0.0.1", "127.0.0.2")]
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
     monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
     result = await EndpointProber("refusing.test", free, timeout=3).probe()
