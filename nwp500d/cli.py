@@ -360,12 +360,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from nwp500d.sim.broker import BrokerUnavailable
     from nwp500d.sim.demo import run_sim
 
     try:
         return asyncio.run(run_sim(args.state_dir.resolve()))
     except KeyboardInterrupt:
         return exitcodes.OK
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc), exitcodes.UNAVAILABLE) from None
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

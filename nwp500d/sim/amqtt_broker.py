@@ -29,10 +29,11 @@ _PORT_ATTEMPTS = 5
 _READY = "nwp500d-amqtt-ready"
 _TAIL_CHARS = 2000
 
-# The child: start the broker from the YAML file, say so on stdout, serve until SIGTERM/SIGINT, shut down cleanly.
-# A failed start (a port taken meanwhile) is a traceback on stderr and exit 1, which the parent retries on.
+# The child: start the broker from the YAML file, say so on stdout, serve until SIGTERM/SIGINT or until its stdin
+# (a pipe from the parent) ends, which is how it learns that the parent died without stopping it (SIGKILL), and
+# shut down cleanly. A failed start (a port taken meanwhile) is a traceback on stderr and exit 1; the parent retries.
 _CHILD = f"""
-import asyncio, signal, sys, yaml
+import asyncio, os, signal, sys, yaml
 from amqtt.broker import Broker
 
 async def main():
@@ -40,9 +41,11 @@ async def main():
         broker = Broker(yaml.safe_load(handle))
     await broker.start()
     print({_READY!r}, flush=True)
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_reader(0, lambda: os.read(0, 4096) or stop.set())
     await stop.wait()
     await broker.shutdown()
 
@@ -129,18 +132,18 @@ class AmqttBroker(SimServer):
         with (directory / "amqtt.log").open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _CHILD, str(config), stdout=asyncio.subprocess.PIPE, stderr=log,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                stdin=asyncio.subprocess.PIPE, start_new_session=True,
             )
         self._process = process
         assert process.stdout is not None
         try:
             async with asyncio.timeout(self._start_timeout):
-                line = await process.stdout.readline()
+                while line := await process.stdout.readline():  # until the marker, or EOF: the child exited
+                    if line.decode(errors="replace").strip() == _READY:
+                        return True
         except TimeoutError:
             raise BrokerStartError(f"amqtt did not start within {self._start_timeout:g} s; its log: "
                                    f"{self._log_tail()}") from None
-        if line.decode(errors="replace").strip() == _READY:
-            return True
         await self._end_process()
         return False
 
@@ -164,6 +167,8 @@ class AmqttBroker(SimServer):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
         if process.stdout is not None:
             process.stdout.feed_eof()  # nothing reads it any more; let its transport close with the process
 
