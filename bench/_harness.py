@@ -150,8 +150,16 @@ def sigterm_cancels_current_task() -> Iterator[None]:
 def popen(command: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """A child in its own process group (so it can be killed with everything it spawned), started where SIGTERM
     cannot interrupt ``Popen()`` half-way."""
-    with termination.spawning_child():
-        return subprocess.Popen(command, start_new_session=True, **kwargs)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with termination.spawning_child():
+            proc = subprocess.Popen(command, start_new_session=True, **kwargs)
+    except BaseException:
+        # A SIGTERM held back during Popen() is raised as the block ends: the child exists but nobody holds it yet.
+        if proc is not None:
+            kill_group(proc)
+        raise
+    return proc
 
 
 def kill_group_now(pid: int) -> None:
