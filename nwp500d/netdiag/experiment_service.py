@@ -174,8 +174,10 @@ class KeepAliveExperimentService:
             return False
         if result.lower is None and result.upper is None:
             self.inconclusive += 1
-            _log.warning("keep-alive experiment inconclusive: %s; keeping the previous result, trying again in %.0f s",
-                         " ".join(result.summary.splitlines()[:3]), settings.retry_delay_secs)
+            lines = result.summary.splitlines()
+            why = " ".join([lines[0], *(line for line in lines if line.startswith("No trial connection"))])
+            _log.warning("keep-alive experiment inconclusive: %s Keeping the previous result; trying again in %.0f s",
+                         why, settings.retry_delay_secs)
             return False
         self._keep(result)
         self.kept += 1

@@ -209,7 +209,9 @@ async def test_bad_arguments_are_refused_before_any_connection(kwargs: dict[str,
 # ---------------------------------------------------------------------------------------------- the daemon's service
 
 
-async def test_the_daemon_keeps_no_result_from_a_run_without_one_conclusive_trial(tmp_path: Path) -> None:
+async def test_the_daemon_keeps_no_result_from_a_run_without_one_conclusive_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Every trial refused (an IoT policy that admits only the daemon's own client id): "unknown" must not replace a
     good saved bracket nor the classifier's evidence; the run counts as inconclusive and is tried again later."""
     factory = Scripted({(k, a): Script(refuse=True) for k in (2, 3) for a in (1, 2)})
@@ -232,3 +234,6 @@ async def test_the_daemon_keeps_no_result_from_a_run_without_one_conclusive_tria
     assert brackets == []
     assert not (tmp_path / EXPORTS_DIR / KEEPALIVE_RESULT).exists()
     assert len(factory.calls) == 4  # each keep-alive tried twice (a refusal is retried once), then given up
+    warning = next(r.getMessage() for r in caplog.records if "inconclusive" in r.getMessage())
+    assert "IoT policy may allow only the daemon's own client id" in warning
+    assert "Recommended" not in warning  # the run recommends nothing worth acting on
