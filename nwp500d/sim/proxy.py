@@ -28,6 +28,7 @@ import contextlib
 import socket
 import ssl
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from nwp500d.sim.lifecycle import SimServer, wait_bounded
@@ -211,6 +212,7 @@ class _Link:
         proxy = self.proxy
         proxy._accepted += 1
         proxy._links.add(self)
+        proxy._connections_changed()
         assert end.transport is not None
         if proxy._closing:
             self.finish()
@@ -288,6 +290,7 @@ class _Link:
         if not ends_open:
             self.done.set_result(None)
             self.proxy._links.discard(self)
+            self.proxy._connections_changed()
 
 
 class _Sink(asyncio.Protocol):
@@ -360,6 +363,7 @@ class FaultProxy(SimServer):
         self.delay_seconds = 0.0
         self._closing = False
         self._accepted = 0
+        self._changed = asyncio.Event()
         self._links: set[_Link] = set()
         self._sinks: set[_Sink] = set()
         self._sink_address: tuple[str, int] = (LISTEN_HOST, 0)
@@ -425,6 +429,16 @@ class FaultProxy(SimServer):
                 await server.wait_closed()
         self._server = self._sink = None
         self._port = None
+
+    async def wait_connections(self, predicate: Callable[[FaultProxy], bool]) -> None:
+        """Until ``predicate(self)`` holds, re-checked whenever a connection is accepted or ends (the caller bounds
+        the wait): lets a test act once clients are through, e.g. ``lambda p: p.active_connections >= 3``."""
+        while not predicate(self):
+            await self._changed.wait()
+
+    def _connections_changed(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def wait_idle(self) -> None:
         """Return once no connection is left, so a test can await the proxy noticing that a client went away."""

@@ -121,9 +121,8 @@ async def test_a_run_spoiled_by_a_session_drop_is_discarded_then_retried(
     caplog.set_level(logging.INFO)
     async with daemon_with_experiment(tmp_path) as running:
         await running.experiment.wait_until(lambda service: service.rounds_started >= 1)
-        async with asyncio.timeout(10):
-            while running.sim.proxy.active_connections < 3:  # noqa: ASYNC110 - the proxy has no accept event
-                await asyncio.sleep(0.01)  # the monitored session and both trials are through the proxy
+        async with asyncio.timeout(10):  # the monitored session and both trials are through the proxy
+            await running.sim.proxy.wait_connections(lambda proxy: proxy.active_connections >= 3)
         # Every connection through the proxy is reset: the monitored session and the trials alike, as a real fault
         # on the path would. The trials' drops must not be taken for a NAT timeout.
         await running.sim.proxy.reset_all()

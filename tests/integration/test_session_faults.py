@@ -134,8 +134,7 @@ async def test_a_wake_during_a_failing_attempt_ends_the_backoff_after_it(tmp_pat
         accepted = h.proxy.connections_accepted
         h.supervisor.wake()  # ends the first 15-30 s backoff: an attempt starts and stalls in the upgrade
         async with asyncio.timeout(10):
-            while h.proxy.connections_accepted == accepted:  # noqa: ASYNC110 - the proxy has no accept event
-                await asyncio.sleep(0.01)
+            await h.proxy.wait_connections(lambda proxy: proxy.connections_accepted > accepted)
         loop = asyncio.get_running_loop()
         woken = loop.time()
         h.supervisor.wake()  # during the attempt, which still fails at its deadline
