@@ -72,6 +72,7 @@ def _config(certs: CertPaths, tcp_port: int, wss_port: int) -> dict[str, object]
 class AmqttBroker(SimServer):
     """amqtt on loopback with a TCP and a WebSocket+TLS listener, in a child process."""
 
+    name = "amqtt"
     host = HOST
     _noun = "broker"
 

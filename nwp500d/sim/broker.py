@@ -224,6 +224,7 @@ class MosquittoBroker(SimServer):
     the private directory is made (default: the system temp dir).
     """
 
+    name = "mosquitto"
     host = HOST
     _noun = "broker"
 

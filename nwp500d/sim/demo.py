@@ -35,7 +35,7 @@ from nwp500d.mqtt.session import SessionEvent
 from nwp500d.mqtt.transport import TransportSettings
 from nwp500d.secrets import Secret
 from nwp500d.sim.device import SimulatedDevice
-from nwp500d.sim.local_broker import LocalBroker, broker_name, local_broker
+from nwp500d.sim.local_broker import LocalBroker, local_broker
 from nwp500d.sim.proxy import FaultProxy
 from nwp500d.sim.rest import FakeNaviLink
 from nwp500d.summary import format_duration
@@ -145,7 +145,7 @@ async def run_demo(duration: float, state_dir: Path, out: TextIO = sys.stdout, s
     # AWS credentials that expire mid-demo (inside the 300 s refresh margin after duration/2): the daemon must
     # sign in again for fresh ones on a reconnect, as it would against the real cloud.
     async with simulator(aws_lifetime_secs=int(300 + duration / 2)) as sim:
-        print(f"nwp500d demo: {duration:.0f} s against a local NaviLink simulator ({broker_name(sim.broker)} over "
+        print(f"nwp500d demo: {duration:.0f} s against a local NaviLink simulator ({sim.broker.name} over "
               f"WebSocket+TLS with SigV4, fake REST API, simulated NWP500)", file=out, flush=True)
         stop = asyncio.Event()
         started = time.monotonic()

@@ -22,6 +22,7 @@ CHOICES = ("auto", "mosquitto", "amqtt")
 class LocalBroker(Protocol):
     """What the simulator uses of a broker."""
 
+    name: str
     host: str
 
     @property
@@ -56,7 +57,3 @@ def local_broker(choice: str | None = None) -> LocalBroker:
     if choice == "mosquitto" or (choice == "auto" and _mosquitto_installed()):
         return MosquittoBroker()
     return AmqttBroker()
-
-
-def broker_name(broker: LocalBroker) -> str:
-    return "amqtt" if isinstance(broker, AmqttBroker) else "mosquitto"
