@@ -221,7 +221,6 @@ class KeepAliveExperimentService:
 
 
 def _bracket_text(bracket: Bracket) -> str:
+    """Only kept results get here, and a kept result has at least one side (inconclusive runs are not kept)."""
     lower, upper = bracket
-    if lower is None and upper is None:
-        return "unknown"
     return f"({lower if lower is not None else 0}, {upper if upper is not None else 'inf'}] s"
